@@ -1,0 +1,1 @@
+//! Benchmarks of Moat; run them with `cargo xtask bench`.

@@ -1,0 +1,1 @@
+//! Examples of embedding Moat live in this package.
