@@ -1,1 +1,55 @@
-fn main() {}
+//! Repository tooling: `cargo xtask <command>`.
+
+mod dist;
+mod images;
+mod setup;
+mod test;
+mod tidy;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "Moat repository tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install everything Moat needs on this machine (apt packages, virtiofsd, the
+    /// vsock backend, guest images) and install `moat` into ~/.cargo/bin.
+    Setup,
+    /// Build (or find in the cache) the guest kernel and template rootfs.
+    Images(images::Args),
+    /// Build `moat` (debug) with the static guest agent beside it.
+    Build {
+        /// Optimized build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build `moat` (release) and install it with the agent into ~/.cargo/bin.
+    Install,
+    /// Run every test, guest end-to-end tests included.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check repository rules (file sizes, docs, no ignored tests).
+    Tidy,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run_setup(),
+        Command::Images(args) => images::run(args),
+        Command::Build { release } => {
+            dist::build(release).map(|dir| eprintln!("==> built {}", dir.join("moat").display()))
+        }
+        Command::Install => dist::install(),
+        Command::Test { args } => test::run_tests(&args),
+        Command::Tidy => tidy::check(),
+    }
+}

@@ -1,1 +1,37 @@
-fn main() {}
+//! `moat`: the command line over moat-sandbox-core. Parses, renders, delegates.
+
+mod args;
+mod attach;
+mod commands;
+
+use clap::Parser;
+
+/// Exit code for Moat's own failures (as `docker` does), distinct from a guest command's codes.
+const MOAT_FAILED: i32 = 125;
+
+fn main() {
+    let cli = args::Cli::parse();
+    match commands::dispatch(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("moat: error: {}", chain(&e));
+            std::process::exit(MOAT_FAILED);
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause already quoted.
+fn chain(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if s.contains(&m) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&m);
+    }
+    s
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! Moat's composition layer: sandboxes, their state, guest images, hypervisor
+//! backends, and the daemon API.
+//!
+//! A sandbox is a definition ([`spec`]) stored in SQLite ([`state`]) and, while
+//! it runs, a supervisor process ([`supervisor`]) that owns a VM monitor chosen
+//! by [`backend`], booted from the images of [`images`]. [`manager::Manager`]
+//! drives the lifecycle; [`daemon`] serves it to the CLI; [`agent`] talks to the
+//! guest agent inside a running VM.
+//!
+//! This crate does not parse command lines or draw terminals (that is
+//! `moat-cli`), and it holds no policy, proxy, secret or git logic.
+
+pub mod agent;
+pub mod backend;
+pub mod daemon;
+pub mod images;
+pub mod manager;
+pub mod paths;
+pub mod spec;
+pub mod state;
+pub mod supervisor;

@@ -1,0 +1,166 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run AI coding agents in microVMs that can only touch your project.
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, propagate_version = true, disable_help_subcommand = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a sandbox if needed, start it, and attach to its agent.
+    ///
+    /// `moat run shell .` opens a login shell at the workspace;
+    /// `moat run shell . -- make test` runs a command and exits with its code.
+    /// `moat run NAME` attaches to an existing sandbox.
+    Run(RunArgs),
+    /// Define a sandbox without starting it.
+    Create(CreateArgs),
+    /// Start sandboxes.
+    Start {
+        /// Sandbox names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop sandboxes (the guest powers off cleanly; its disk is kept).
+    Stop {
+        /// Sandbox names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command in a sandbox (starting it first if needed).
+    Exec(ExecArgs),
+    /// List sandboxes.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print names only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove sandboxes: stop them and delete their disks and state (never your workspace).
+    Rm {
+        /// Remove even if stopping fails.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove every sandbox.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Sandbox names.
+        names: Vec<String>,
+    },
+    /// Build or locate the guest images (kernel, root filesystem, agent initramfs).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Control the per-user daemon.
+    Daemon {
+        #[command(subcommand)]
+        command: DaemonCommand,
+    },
+    /// Print client and daemon versions.
+    Version,
+    /// Internal: own one sandbox VM (started by the daemon).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The sandbox's run folder.
+        run_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxOpts {
+    /// Sandbox name (default `<agent>-<workdir>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Guest memory, e.g. `4g` (default: half the host's RAM, at most 32g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// vCPUs (default: host CPUs − 1).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Hypervisor backend: auto, qemu or vmm.
+    #[arg(long, env = "MOAT_BACKEND")]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: SandboxOpts,
+    /// Agent (shell, claude, codex, …) or the name of an existing sandbox.
+    pub agent: String,
+    /// Workspace folder, then extra folders to share (`PATH` or `PATH:ro`).
+    pub paths: Vec<String>,
+    /// Arguments for the agent; for `shell`, a command to run instead of a login shell.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub opts: SandboxOpts,
+    /// Print only the name.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Agent (shell, claude, codex, …).
+    pub agent: String,
+    /// Workspace folder, then extra folders to share (`PATH` or `PATH:ro`).
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Start the command in the background and return.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory in the guest (default: the workspace).
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User in the guest (default: agent).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Sandbox name.
+    pub name: String,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build whatever is missing from the cache and print the paths.
+    Build,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start the daemon in the background.
+    Start,
+    /// Stop the daemon (running sandboxes keep running).
+    Stop,
+    /// Say whether the daemon runs, and its version.
+    Status,
+    /// Run the daemon in the foreground.
+    Run,
+}

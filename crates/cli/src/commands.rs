@@ -1,0 +1,298 @@
+//! One function per subcommand.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use moat_sandbox_core::agent::ExecRequest;
+use moat_sandbox_core::daemon::{self, ClientError, DaemonClient, DaemonCommand};
+use moat_sandbox_core::images::CachedImages;
+use moat_sandbox_core::manager::{Manager, SandboxInfo, SupervisorCommand};
+use moat_sandbox_core::paths::Home;
+use moat_sandbox_core::spec::{self, CreateRequest};
+use moat_sandbox_core::supervisor::{self, Phase};
+
+use crate::args::{Command, CreateArgs, DaemonCommand as DaemonCmd, ExecArgs, ImageCommand, RunArgs, SandboxOpts};
+use crate::attach::{attach, is_interactive, parse_env};
+
+pub fn dispatch(cmd: Command) -> Result<i32> {
+    let home = Home::from_env();
+    match cmd {
+        Command::Supervise { run_dir } => Ok(supervisor::supervise(&run_dir)),
+        Command::Daemon { command } => daemon_cmd(&home, command),
+        Command::Version => {
+            println!("moat {}", env!("CARGO_PKG_VERSION"));
+            match DaemonClient::new(home.daemon_socket()).version() {
+                Ok(v) => println!("daemon {} (API v{}, pid {})", v.version, v.api, v.pid),
+                Err(_) => println!("daemon not running"),
+            }
+            Ok(0)
+        }
+        Command::Image { command: ImageCommand::Build } => {
+            let images = CachedImages::from_env()?.ensure("shell")?;
+            println!("kernel     {}", images.kernel.display());
+            println!("rootfs     {}", images.rootfs.display());
+            println!("initramfs  {}", images.initramfs.display());
+            Ok(0)
+        }
+        Command::Ls { json, quiet } => {
+            let list = client(&home)?.list()?;
+            print_list(&list, json, quiet);
+            Ok(0)
+        }
+        Command::Create(a) => create(&home, a),
+        Command::Start { names } => each(&names, |n| client(&home)?.start(n).map(drop).map_err(Into::into)),
+        Command::Stop { names } => each(&names, |n| client(&home)?.stop(n).map(drop).map_err(Into::into)),
+        Command::Rm { force, all, names } => rm(&home, force, all, names),
+        Command::Exec(a) => exec(&home, a),
+        Command::Run(a) => run(&home, a),
+    }
+}
+
+/// A client for this installation's daemon, started on first use.
+fn client(home: &Home) -> Result<DaemonClient> {
+    let program = std::env::current_exe().context("cannot find the moat executable")?;
+    let start = DaemonCommand { program, args: vec!["daemon".into(), "run".into()] };
+    Ok(daemon::connect_or_start(home, &start)?)
+}
+
+fn daemon_cmd(home: &Home, cmd: DaemonCmd) -> Result<i32> {
+    let c = DaemonClient::new(home.daemon_socket());
+    match cmd {
+        DaemonCmd::Run => {
+            let images = CachedImages::from_env()?;
+            let manager = Manager::open(home.clone(), SupervisorCommand::current_exe()?, Box::new(images))?;
+            daemon::serve(manager)?;
+        }
+        DaemonCmd::Start => {
+            let v = match c.version() {
+                Ok(v) => v,
+                Err(_) => {
+                    let program = std::env::current_exe()?;
+                    daemon::start_daemon(home, &DaemonCommand { program, args: vec!["daemon".into(), "run".into()] })?
+                }
+            };
+            println!("moat daemon running (pid {}, socket {})", v.pid, home.daemon_socket().display());
+        }
+        DaemonCmd::Stop => match c.stop_daemon() {
+            Ok(()) => {
+                // Wait until the socket is gone so a following `start` doesn't race the old daemon.
+                for _ in 0..200 {
+                    if c.version().is_err() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                println!("moat daemon stopped (sandboxes keep running)");
+            }
+            Err(ClientError::Unreachable(..)) => println!("moat daemon is not running"),
+            Err(e) => return Err(e.into()),
+        },
+        DaemonCmd::Status => match c.version() {
+            Ok(v) => println!(
+                "running: moat {} (API v{}, pid {}), socket {}",
+                v.version,
+                v.api,
+                v.pid,
+                home.daemon_socket().display()
+            ),
+            Err(_) => {
+                println!("not running");
+                return Ok(1);
+            }
+        },
+    }
+    Ok(0)
+}
+
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut failed = 0;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("moat: error: {n}: {}", crate::chain(&e));
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { crate::MOAT_FAILED })
+}
+
+fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRequest {
+    let mut paths = paths.iter();
+    CreateRequest {
+        name: opts.name.clone(),
+        agent: agent.to_string(),
+        workspace: PathBuf::from(paths.next().map(String::as_str).unwrap_or(".")),
+        mounts: paths.cloned().collect(),
+        cpus: opts.cpus,
+        memory: opts.memory.clone(),
+        backend: opts.backend.clone(),
+    }
+}
+
+fn create(home: &Home, a: CreateArgs) -> Result<i32> {
+    let cwd = std::env::current_dir()?;
+    let req = create_request(&a.agent, &a.paths, &a.opts);
+    // Validate here first: the user gets the message without a round trip, and nothing is half-made.
+    req.resolve(&cwd, spec::HostSize::detect())?;
+    let info = client(home)?.create(&req, &cwd)?;
+    if a.quiet {
+        println!("{}", info.spec.name);
+    } else {
+        println!("created sandbox {} ({} at {})", info.spec.name, info.spec.agent, info.spec.workspace.display());
+    }
+    Ok(0)
+}
+
+fn rm(home: &Home, force: bool, all: bool, names: Vec<String>) -> Result<i32> {
+    let c = client(home)?;
+    let names = if all { c.list()?.into_iter().map(|s| s.spec.name).collect() } else { names };
+    if names.is_empty() && !all {
+        bail!("name the sandboxes to remove, or use --all");
+    }
+    each(&names, |n| match c.remove(n) {
+        Err(ClientError::Api(e)) if force && e.error.code == "not_found" => Ok(()),
+        r => r.map_err(Into::into),
+    })
+}
+
+/// Makes sure the guest images exist, building them here so progress shows on this terminal.
+fn ensure_images(agent: &str) -> Result<()> {
+    CachedImages::from_env()?.ensure(agent)?;
+    Ok(())
+}
+
+/// Starts `name` if it isn't running and returns it running.
+fn running(c: &DaemonClient, name: &str) -> Result<SandboxInfo> {
+    let info = c.get(name)?;
+    if info.status.phase == Phase::Running {
+        return Ok(info);
+    }
+    ensure_images(&info.spec.agent)?;
+    Ok(c.start(name)?)
+}
+
+fn exec(home: &Home, a: ExecArgs) -> Result<i32> {
+    let c = client(home)?;
+    let info = running(&c, &a.name)?;
+    let mut argv = a.command.clone();
+    if a.detach {
+        // A new session outlives the exec connection (the agent ends the process group when we leave).
+        let mut wrapped =
+            vec!["sh".into(), "-c".into(), "setsid \"$@\" </dev/null >/dev/null 2>&1 &".into(), "sh".into()];
+        wrapped.append(&mut argv);
+        argv = wrapped;
+    }
+    let req = ExecRequest {
+        argv,
+        env: parse_env(&a.env)?,
+        cwd: Some(a.workdir.clone().unwrap_or_else(|| info.spec.workspace.to_string_lossy().into_owned())),
+        user: a.user.clone(),
+        tty: a.tty.then_some(moat_sandbox_core::agent::WinSize { rows: 24, cols: 80 }),
+        stdin: false,
+    };
+    let status = attach(&info.vsock_socket, req, a.interactive && !a.detach)?;
+    Ok(status.shell_code())
+}
+
+fn run(home: &Home, a: RunArgs) -> Result<i32> {
+    let c = client(home)?;
+    let cwd = std::env::current_dir()?;
+    // `moat run NAME` attaches to an existing sandbox.
+    let existing =
+        if a.paths.is_empty() && !spec::AGENTS.contains(&a.agent.as_str()) { Some(a.agent.clone()) } else { None };
+    let name = match existing {
+        Some(n) => n,
+        None => {
+            let req = create_request(&a.agent, &a.paths, &a.opts);
+            let spec = req.resolve(&cwd, spec::HostSize::detect())?;
+            match c.get(&spec.name) {
+                Ok(found) if found.spec.workspace != spec.workspace => bail!(
+                    "sandbox {:?} already exists for {}; pick another --name or remove it with `moat rm {}`",
+                    spec.name,
+                    found.spec.workspace.display(),
+                    spec.name
+                ),
+                Ok(_) => spec.name,
+                Err(ClientError::Api(e)) if e.error.code == "not_found" => {
+                    ensure_images(&spec.agent)?;
+                    c.create(&req, &cwd)?.spec.name
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let info = running(&c, &name)?;
+    if let Some(note) = backend_note(&info) {
+        eprintln!("moat: {note}");
+    }
+    let interactive = is_interactive();
+    let argv = agent_argv(&info.spec.agent, &a.args);
+    let req = ExecRequest {
+        argv,
+        env: Vec::new(),
+        cwd: Some(info.spec.workspace.to_string_lossy().into_owned()),
+        user: None,
+        tty: interactive.then_some(moat_sandbox_core::agent::WinSize { rows: 24, cols: 80 }),
+        stdin: true,
+    };
+    let status = attach(&info.vsock_socket, req, true)?;
+    Ok(status.shell_code())
+}
+
+/// What `run` starts for an agent: a login shell (or the given command) for `shell`,
+/// the agent's own CLI with the arguments otherwise.
+fn agent_argv(agent: &str, args: &[String]) -> Vec<String> {
+    match (agent, args.is_empty()) {
+        ("shell", true) => vec!["bash".into(), "-l".into()],
+        ("shell", false) => args.to_vec(),
+        (other, _) => std::iter::once(other.to_string()).chain(args.iter().cloned()).collect(),
+    }
+}
+
+fn backend_note(info: &SandboxInfo) -> Option<String> {
+    info.status.backend.ends_with("/tcg").then(|| {
+        "running under QEMU software emulation (TCG): this host has no usable hardware virtualization".to_string()
+    })
+}
+
+fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list).expect("serializing"));
+        return;
+    }
+    if quiet {
+        for s in list {
+            println!("{}", s.spec.name);
+        }
+        return;
+    }
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|s| {
+            let status = serde_json::to_value(s.status.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            [
+                s.spec.name.clone(),
+                s.spec.agent.clone(),
+                status,
+                s.status.backend.clone(),
+                s.spec.workspace.display().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["SANDBOX", "AGENT", "STATUS", "BACKEND", "WORKSPACE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

@@ -1,0 +1,98 @@
+//! Sandboxes over time: stop/start, crashes, daemon restarts.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::{moat, stderr, stdout};
+
+/// The daemon's pid, from `moat daemon status` ("… pid N), socket …").
+fn daemon_pid(m: &crate::harness::Moat) -> i32 {
+    let out = stdout(&m.run(&["daemon", "status"]));
+    out.split("pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_daemon_killed_mid_run_loses_nothing_and_ls_stays_truthful() {
+    let Some(m) = moat() else { return };
+    let ws = m.workspace("crash");
+    m.sandbox("crash", &ws, &[]);
+    let w = ws.display().to_string();
+
+    // A command writes into the workspace across the daemon's death.
+    let script = format!("for i in 1 2 3 4 5 6; do echo $i >> '{w}/log'; sleep 0.5; done; echo done");
+    let child = m.cmd().args(["exec", "crash", "sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = daemon_pid(&m);
+    assert!(pid > 1);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "done\n", "the exec outlives the daemon");
+    assert_eq!(std::fs::read_to_string(ws.join("log")).unwrap(), "1\n2\n3\n4\n5\n6\n");
+
+    // The next command starts a new daemon, which finds the VM still running.
+    let st = m.status("crash");
+    assert_eq!(st["status"]["phase"], "running", "{st}");
+    assert_ne!(daemon_pid(&m), pid);
+    assert_eq!(m.sh("crash", "echo alive"), "alive\n");
+}
+
+#[test]
+fn a_vm_killed_with_sigkill_reads_as_stopped_and_starts_again_with_its_disk() {
+    let Some(m) = moat() else { return };
+    let ws = m.workspace("vmkill");
+    m.sandbox("vmkill", &ws, &[]);
+    let w = ws.display();
+    m.sh("vmkill", &format!("echo kept > '{w}/file'; sudo sh -c 'echo persisted > /etc/moat-test; sync'"));
+
+    let st = m.status("vmkill");
+    let vmm = st["status"]["vmm_pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(vmm, libc::SIGKILL) };
+    let mut phase = serde_json::Value::Null;
+    for _ in 0..100 {
+        phase = m.status("vmkill")["status"]["phase"].clone();
+        if phase == "stopped" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(phase, "stopped");
+    assert_eq!(std::fs::read_to_string(ws.join("file")).unwrap(), "kept\n");
+
+    m.ok(&["start", "vmkill"]);
+    assert_eq!(m.sh("vmkill", "cat /etc/moat-test"), "persisted\n", "the sandbox's own disk survives");
+
+    // A clean stop and start keeps it too, and `moat ls` follows.
+    m.ok(&["stop", "vmkill"]);
+    assert_eq!(m.status("vmkill")["status"]["phase"], "stopped");
+    assert_eq!(m.sh("vmkill", "cat /etc/moat-test"), "persisted\n", "exec starts a stopped sandbox");
+}
+
+#[test]
+fn listing_naming_and_removal() {
+    let Some(m) = moat() else { return };
+    let ws = m.workspace("My Project");
+    let out = m.cmd().current_dir(&ws).args(["create", "-m", "1g", "shell", "."]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(m.ok(&["ls", "-q"]), "shell-my-project\n", "default name is <agent>-<workdir>");
+    let table = m.ok(&["ls"]);
+    assert!(table.starts_with("SANDBOX"), "{table}");
+    assert!(table.contains("stopped"), "{table}");
+
+    // Same name again: a clear error that says what to do.
+    let out = m.cmd().current_dir(&ws).args(["create", "-m", "1g", "shell", "."]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("already exists") && stderr(&out).contains("moat rm"), "{}", stderr(&out));
+
+    let out = m.run(&["exec", "nope", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("no sandbox named \"nope\""), "{}", stderr(&out));
+
+    std::fs::write(ws.join("precious"), "keep").unwrap();
+    m.ok(&["rm", "shell-my-project"]);
+    assert_eq!(m.ok(&["ls", "-q"]), "");
+    assert_eq!(std::fs::read_to_string(ws.join("precious")).unwrap(), "keep", "rm never touches the workspace");
+    let sandboxes = std::fs::read_dir(m.home().join("sandboxes")).unwrap().count();
+    assert_eq!(sandboxes, 0, "rm deletes the sandbox's disk and state");
+}

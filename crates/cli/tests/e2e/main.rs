@@ -1,0 +1,10 @@
+//! End-to-end tests: the `moat` binary, its daemon, and real Linux guests under QEMU.
+//!
+//! Each test gets its own Moat installation (see `harness`). Without the guest
+//! prerequisites these tests skip loudly; `MOAT_REQUIRE_E2E=1` makes that a failure.
+
+mod api;
+mod exec;
+mod harness;
+mod lifecycle;
+mod workspace;

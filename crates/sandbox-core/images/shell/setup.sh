@@ -1,0 +1,34 @@
+# Runs inside the debootstrapped tree (`chroot TREE /bin/sh -eu setup.sh`)
+# after the packages are installed. No init system: the guest agent is PID 1.
+
+# The unprivileged user agents run as, with passwordless sudo.
+groupadd --gid 1000 agent
+useradd --no-log-init --uid 1000 --gid 1000 --groups sudo \
+    --create-home --home-dir /home/agent --shell /bin/bash agent
+printf 'agent ALL=(ALL:ALL) NOPASSWD: ALL\n' > /etc/sudoers.d/agent
+chmod 0440 /etc/sudoers.d/agent
+
+# Per-sandbox persistent environment: root in the guest writes
+# /etc/sandbox-persistent.sh (it lives on the state disk's overlay);
+# every login shell sources it.
+cat > /etc/profile.d/moat.sh <<'PROFILE'
+# Moat sandbox environment.
+export LANG=C.UTF-8
+if [ -r /etc/sandbox-persistent.sh ]; then
+    . /etc/sandbox-persistent.sh
+fi
+PROFILE
+chmod 0644 /etc/profile.d/moat.sh
+: > /etc/sandbox-persistent.sh
+chmod 0644 /etc/sandbox-persistent.sh
+
+echo moat > /etc/hostname
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tmoat\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
+
+# Space: package lists, caches, logs and docs are not needed at run time.
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
+    /var/lib/dpkg/*-old /var/cache/ldconfig/aux-cache
+find /var/log -type f -delete
+rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
+rm -f /etc/machine-id /var/lib/dbus/machine-id

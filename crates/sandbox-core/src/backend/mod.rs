@@ -1,0 +1,233 @@
+//! Hypervisor backends behind one small trait.
+//!
+//! A backend turns a [`VmConfig`] into the command that runs the VM monitor.
+//! Everything around it — the virtio-fs daemons, the vsock backend, waiting,
+//! logging and cleanup — is shared and lives in [`crate::supervisor`], so a new
+//! monitor (moat-vmm, issue #3) only has to say how it is launched.
+
+mod qemu;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+pub use qemu::Qemu;
+pub use tools::{find_tool, Tool};
+
+/// Everything a monitor needs to start one sandbox VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// Sandbox name (also the guest hostname).
+    pub name: String,
+    /// Backend that runs it.
+    pub backend: BackendKind,
+    /// Hardware acceleration or emulation.
+    pub accel: Accel,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Guest kernel (`vmlinux`, PVH entry).
+    pub kernel: PathBuf,
+    /// Initramfs holding the guest agent as `/init`.
+    pub initramfs: PathBuf,
+    /// Read-only base root filesystem (ext4), first virtio-blk device.
+    pub root_disk: PathBuf,
+    /// The sandbox's own writable disk (ext4), second virtio-blk device.
+    pub state_disk: PathBuf,
+    /// Folders shared through virtio-fs, workspace first.
+    pub shares: Vec<Share>,
+    /// Folder for sockets, status and logs of this run.
+    pub run_dir: PathBuf,
+}
+
+/// One virtio-fs share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// virtio-fs tag.
+    pub tag: String,
+    /// Host folder (the guest mounts it at the same path).
+    pub path: PathBuf,
+    /// Enforced read-only by virtiofsd, not only by the guest's mount flags.
+    pub read_only: bool,
+}
+
+/// The monitors Moat can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// `qemu-system-x86_64 -M microvm`.
+    Qemu,
+    /// Moat's own KVM monitor (issue #3).
+    Vmm,
+}
+
+/// How guest code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+/// Sockets the shared device back-ends listen on for one VM.
+#[derive(Debug, Clone)]
+pub struct DeviceSockets {
+    /// vhost-user socket of the vsock backend.
+    pub vsock: PathBuf,
+    /// vhost-user socket of each share's virtiofsd, in `VmConfig::shares` order.
+    pub fs: Vec<PathBuf>,
+}
+
+/// A VM monitor.
+pub trait Hypervisor: std::fmt::Debug + Send + Sync {
+    /// Short name (`qemu`).
+    fn name(&self) -> &'static str;
+    /// The command that runs the VM with the guest serial console on stdout.
+    fn command(&self, vm: &VmConfig, sockets: &DeviceSockets) -> Result<Command, BackendError>;
+}
+
+/// Why a backend cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A program is missing.
+    #[error("{tool} not found (looked in $PATH and ~/.cargo/bin); {hint}")]
+    MissingTool { tool: &'static str, hint: &'static str },
+    /// The backend can't run on this host.
+    #[error("the {0} backend is not available: {1}")]
+    Unavailable(&'static str, String),
+}
+
+/// What this host offers for virtualization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVirt {
+    /// The CPU advertises VMX or SVM.
+    pub hardware: bool,
+    /// `/dev/kvm` can be opened read-write.
+    pub kvm_usable: bool,
+}
+
+impl HostVirt {
+    /// Reads `/proc/cpuinfo` and probes `/dev/kvm`.
+    pub fn detect() -> HostVirt {
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let hardware = flags
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+        let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+        HostVirt { hardware, kvm_usable }
+    }
+}
+
+/// The backend chosen for a sandbox, with a line telling the user why when it matters.
+#[derive(Debug)]
+pub struct Selection {
+    /// Which monitor.
+    pub kind: BackendKind,
+    /// Acceleration.
+    pub accel: Accel,
+    /// One line for the user, e.g. why emulation is used.
+    pub note: Option<String>,
+}
+
+/// Chooses a backend for `choice` (`auto`, `qemu`, `vmm`) on `host`.
+///
+/// Until a Linux guest has been seen booting on moat-vmm, `auto` means QEMU,
+/// with KVM where the CPU has hardware virtualization and TCG otherwise.
+pub fn select(choice: &str, host: &HostVirt) -> Result<Selection, BackendError> {
+    match choice {
+        "vmm" => Err(BackendError::Unavailable(
+            "vmm",
+            "moat-vmm cannot boot Linux guests yet (issue #3); use --backend qemu".into(),
+        )),
+        _ => {
+            let (accel, note) = if host.hardware && host.kvm_usable {
+                (Accel::Kvm, None)
+            } else {
+                let why = if !host.hardware {
+                    "this CPU has no VMX/SVM hardware virtualization"
+                } else {
+                    "/dev/kvm cannot be opened read-write (are you in the kvm group?)"
+                };
+                (
+                    Accel::Tcg,
+                    Some(format!("using QEMU with software emulation (TCG) because {why}; expect slower guests")),
+                )
+            };
+            Ok(Selection { kind: BackendKind::Qemu, accel, note })
+        }
+    }
+}
+
+/// The monitor for a selected kind.
+pub fn hypervisor(kind: BackendKind) -> Result<Box<dyn Hypervisor>, BackendError> {
+    match kind {
+        BackendKind::Qemu => Ok(Box::new(Qemu::locate()?)),
+        BackendKind::Vmm => Err(BackendError::Unavailable("vmm", "not implemented yet (issue #3)".into())),
+    }
+}
+
+/// The guest kernel command line for `vm`: console, reboot-to-exit, and the
+/// `moat.*` parameters the guest agent reads.
+pub fn kernel_cmdline(vm: &VmConfig) -> String {
+    let mut c = format!(
+        "console=ttyS0 reboot=t panic=-1 quiet loglevel=3 moat.name={} moat.root=/dev/vda moat.state=/dev/vdb",
+        vm.name
+    );
+    for s in &vm.shares {
+        let hex: String = s.path.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let mode = if s.read_only { "ro" } else { "rw" };
+        c.push_str(&format!(" moat.mount={},{},{}", s.tag, hex, mode));
+    }
+    c
+}
+
+/// Longest command line the x86 kernel accepts (COMMAND_LINE_SIZE − NUL), minus
+/// room for the `virtio_mmio.device=` entries QEMU appends.
+pub const MAX_CMDLINE: usize = 2047 - 400;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_uses_kvm_only_with_hardware_virtualization() {
+        let hw = HostVirt { hardware: true, kvm_usable: true };
+        let s = select("auto", &hw).unwrap();
+        assert_eq!((s.kind, s.accel, s.note), (BackendKind::Qemu, Accel::Kvm, None));
+
+        let pvm = HostVirt { hardware: false, kvm_usable: true };
+        let s = select("auto", &pvm).unwrap();
+        assert_eq!(s.accel, Accel::Tcg);
+        assert!(s.note.unwrap().contains("no VMX/SVM"));
+
+        let no_perm = HostVirt { hardware: true, kvm_usable: false };
+        assert!(select("qemu", &no_perm).unwrap().note.unwrap().contains("/dev/kvm"));
+        assert!(select("vmm", &hw).unwrap_err().to_string().contains("--backend qemu"));
+    }
+
+    #[test]
+    fn cmdline_hex_encodes_share_paths() {
+        let vm = VmConfig {
+            name: "s1".into(),
+            backend: BackendKind::Qemu,
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 256,
+            kernel: "k".into(),
+            initramfs: "i".into(),
+            root_disk: "r".into(),
+            state_disk: "s".into(),
+            shares: vec![Share { tag: "ws0".into(), path: "/a b/é".into(), read_only: true }],
+            run_dir: "/run".into(),
+        };
+        let c = kernel_cmdline(&vm);
+        assert!(c.contains("moat.name=s1"));
+        assert!(c.ends_with(" moat.mount=ws0,2f6120622fc3a9,ro"), "{c}");
+    }
+}

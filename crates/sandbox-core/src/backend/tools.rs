@@ -1,0 +1,68 @@
+//! Finding the host programs Moat drives.
+
+use std::path::{Path, PathBuf};
+
+use super::BackendError;
+
+/// A host program Moat runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// `qemu-system-x86_64`.
+    Qemu,
+    /// `virtiofsd`.
+    Virtiofsd,
+    /// `vhost-device-vsock`.
+    VsockBackend,
+    /// `mkfs.ext4`.
+    MkfsExt4,
+}
+
+impl Tool {
+    fn binary(self) -> &'static str {
+        match self {
+            Tool::Qemu => "qemu-system-x86_64",
+            Tool::Virtiofsd => "virtiofsd",
+            Tool::VsockBackend => "vhost-device-vsock",
+            Tool::MkfsExt4 => "mkfs.ext4",
+        }
+    }
+
+    fn env_override(self) -> &'static str {
+        match self {
+            Tool::Qemu => "MOAT_QEMU",
+            Tool::Virtiofsd => "MOAT_VIRTIOFSD",
+            Tool::VsockBackend => "MOAT_VSOCK_BACKEND",
+            Tool::MkfsExt4 => "MOAT_MKFS_EXT4",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Tool::Qemu => "install it with `apt-get install qemu-system-x86` or run `cargo xtask setup`",
+            Tool::Virtiofsd => "install it with `cargo install --locked virtiofsd` or run `cargo xtask setup`",
+            Tool::VsockBackend => {
+                "install it with `cargo install --locked vhost-device-vsock` or run `cargo xtask setup`"
+            }
+            Tool::MkfsExt4 => "install it with `apt-get install e2fsprogs`",
+        }
+    }
+}
+
+/// The path of `tool`: `$MOAT_<TOOL>` if set, else `$PATH`, else `~/.cargo/bin`, else `/usr/sbin`.
+pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
+    if let Some(p) = std::env::var_os(tool.env_override()).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = [crate::paths::home_dir().join(".cargo/bin"), PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    std::env::split_paths(&path)
+        .chain(extra)
+        .map(|d| d.join(tool.binary()))
+        .find(|p| is_executable(p))
+        .ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}

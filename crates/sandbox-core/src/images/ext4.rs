@@ -1,0 +1,159 @@
+//! Packing a directory tree into an ext4 image with `mkfs.ext4 -d`: no loop
+//! mounts, ownership and modes copied from the tree, sized to the content.
+
+use super::command::{self, ToolError};
+use super::hash::RecipeDigest;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BLOCK: u64 = 4096;
+/// Bytes per inode in ext4's inode table.
+const INODE_BYTES: u64 = 256;
+
+/// Packing the tree failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Ext4Error {
+    /// `mkfs.ext4` is missing or failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// Walking the tree failed.
+    #[error("could not {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What went into an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSize {
+    /// Bytes of file data, rounded up to blocks.
+    pub content_bytes: u64,
+    /// Inodes used by the tree.
+    pub inodes: u64,
+    /// The image file's size.
+    pub image_bytes: u64,
+}
+
+/// Packs `tree` into a new ext4 image at `image`: every timestamp set to
+/// `epoch`, UUID and directory hash seed derived from `digest`, no journal
+/// and no reserved blocks (the guest mounts it read-only).
+pub fn make_image(
+    tree: &Path,
+    image: &Path,
+    digest: &RecipeDigest,
+    epoch: i64,
+    log: &Path,
+) -> Result<ImageSize, Ext4Error> {
+    let mkfs = command::find_tool("mkfs.ext4", "`apt-get install e2fsprogs`")?;
+    let usage = walk(tree, &mut |path, _| set_time(path, epoch))?;
+    let size = size_for(usage);
+    command::run_logged(
+        Command::new(mkfs)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-O", "^has_journal"])
+            .args(["-L", "moat-rootfs", "-U", &digest.uuid(0)])
+            .arg("-E")
+            .arg(format!("hash_seed={},root_owner=0:0", digest.uuid(1)))
+            .arg("-N")
+            .arg(size.inodes.to_string())
+            .arg("-d")
+            .arg(tree)
+            .arg(image)
+            .arg(format!("{}k", size.image_bytes / 1024)),
+        "mkfs.ext4",
+        log,
+        None,
+    )?;
+    Ok(size)
+}
+
+/// Blocks and inodes a tree occupies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    bytes: u64,
+    inodes: u64,
+}
+
+/// Content plus 10% and 64 MiB of headroom (metadata, inode tables, a little
+/// slack), inodes plus 10% and 1024, rounded to MiB.
+fn size_for(usage: Usage) -> ImageSize {
+    let inodes = usage.inodes + usage.inodes / 10 + 1024;
+    let raw = usage.bytes + usage.bytes / 10 + (64 << 20) + inodes * INODE_BYTES;
+    let image_bytes = raw.div_ceil(1 << 20) << 20;
+    ImageSize { content_bytes: usage.bytes, inodes, image_bytes }
+}
+
+/// Walks `tree` without following symlinks, calling `visit` on every entry,
+/// and sums blocks per distinct inode.
+fn walk(tree: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<()>) -> Result<Usage, Ext4Error> {
+    let mut usage = Usage::default();
+    let mut seen = HashSet::new();
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let io_err = |action| {
+            let path = path.clone();
+            move |source| Ext4Error::Io { action, path, source }
+        };
+        let meta = fs::symlink_metadata(&path).map_err(io_err("stat"))?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).map_err(io_err("read directory"))? {
+                stack.push(entry.map_err(io_err("read directory"))?.path());
+            }
+        }
+        if seen.insert((meta.dev(), meta.ino())) {
+            usage.inodes += 1;
+            // Small symlinks live inside the inode; everything else takes blocks.
+            let inline = meta.file_type().is_symlink() && meta.len() < 60;
+            if !inline {
+                usage.bytes += meta.len().div_ceil(BLOCK) * BLOCK;
+            }
+        }
+        visit(&path, &meta).map_err(io_err("set the timestamp of"))?;
+    }
+    Ok(usage)
+}
+
+fn set_time(path: &Path, epoch: i64) -> io::Result<()> {
+    let time = TimeSpec::new(epoch, 0);
+    utimensat(None, path, &time, &time, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn walk_counts_and_sizes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("d/f"), vec![0u8; 5000]).unwrap();
+        fs::hard_link(root.join("d/f"), root.join("hard")).unwrap();
+        symlink("d/f", root.join("link")).unwrap();
+        let usage = walk(root, &mut |p, _| set_time(p, 1000)).unwrap();
+        // root, d, f (counted once despite the hard link), link
+        assert_eq!(usage.inodes, 4);
+        assert!(usage.bytes >= 2 * BLOCK, "{usage:?}");
+        assert_eq!(fs::symlink_metadata(root.join("link")).unwrap().mtime(), 1000);
+        assert_eq!(fs::metadata(root.join("d/f")).unwrap().mtime(), 1000);
+    }
+
+    #[test]
+    fn size_has_headroom() {
+        let size = size_for(Usage { bytes: 300 << 20, inodes: 20_000 });
+        assert!(size.image_bytes >= (300 << 20) * 11 / 10 + (64 << 20));
+        assert_eq!(size.image_bytes % (1 << 20), 0);
+        assert_eq!(size.inodes, 23_024);
+    }
+}

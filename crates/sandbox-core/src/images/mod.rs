@@ -1,0 +1,54 @@
+//! Guest images: the kernel, template root file systems and the agent's
+//! initramfs, built from recipes in `crates/sandbox-core/images/` and kept
+//! in a content-addressed cache.
+//!
+//! ```text
+//! <cache>/kernel/linux-6.12-<hash16>/{vmlinux, bzImage, config, build.log}
+//! <cache>/rootfs/shell-<hash16>/{rootfs.ext4, build.log}
+//! <cache>/initramfs/agent-<hash16>/initramfs.cpio
+//! ```
+//!
+//! `<cache>` is `$MOAT_CACHE_DIR`, else `$XDG_CACHE_HOME/moat`, else
+//! `~/.cache/moat`. `<hash16>` is the sha256 of the recipe (files embedded
+//! with `include_str!`, build-step version, input package versions), so a
+//! hit costs only hashing and a recipe change builds a new artifact beside
+//! the old one. Builds run in a `.partial` directory under a lock and are
+//! renamed into place.
+//!
+//! ```no_run
+//! use moat_sandbox_core::images::{ImageCache, StderrProgress};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = ImageCache::open_default()?;
+//! let kernel = cache.kernel(&StderrProgress)?;           // KernelImage { vmlinux, bz_image, .. }
+//! let rootfs = cache.rootfs("shell", &StderrProgress)?;  // RootfsImage { path, .. } (needs root to build)
+//! let initrd = cache.initramfs("target/release/moat-guest-agent".as_ref())?;
+//! # let _ = (kernel, rootfs, initrd); Ok(()) }
+//! ```
+//!
+//! Not here: booting the images (the hypervisor backends) and the guest
+//! agent itself.
+
+mod cache;
+mod command;
+mod cpio;
+mod ext4;
+mod hash;
+mod initramfs;
+mod kconfig;
+mod kernel;
+mod progress;
+mod rootfs;
+
+pub use cache::{CacheError, CacheOutcome, ImageCache};
+pub use command::ToolError;
+pub use cpio::CpioWriter;
+pub use ext4::{Ext4Error, ImageSize};
+pub use hash::{RecipeDigest, RecipeHash};
+pub use initramfs::{initramfs_for, write_initramfs, Initramfs, InitramfsError};
+pub use kconfig::dropped_options;
+pub use kernel::{KernelError, KernelImage, KERNEL_FRAGMENT, SOURCE_PACKAGE};
+pub use progress::{Progress, Silent, StderrProgress};
+pub use rootfs::{RootfsError, RootfsImage, RootfsRecipe, SOURCE_DATE_EPOCH, TEMPLATES};
+
+mod provider;
+pub use provider::{CachedImages, ProviderError, DEFAULT_TEMPLATE};

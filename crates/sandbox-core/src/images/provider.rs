@@ -1,0 +1,117 @@
+//! Guest images for the sandbox manager, from the cache and the agent binary.
+
+use std::path::PathBuf;
+
+use super::cache::{CacheError, ImageCache};
+use super::progress::StderrProgress;
+use crate::manager::{GuestImages, ImageProvider};
+
+/// The template every agent currently boots (agent-specific templates come later).
+pub const DEFAULT_TEMPLATE: &str = "shell";
+
+/// Images from the default cache plus an initramfs around the guest agent binary.
+#[derive(Debug)]
+pub struct CachedImages {
+    cache: ImageCache,
+    agent: PathBuf,
+}
+
+/// Why the image provider could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The cache folder is unusable.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// No guest agent binary was found.
+    #[error(
+        "guest agent binary not found at {0} (set MOAT_AGENT_BIN, or build and install with `cargo xtask install`)"
+    )]
+    NoAgent(PathBuf),
+    /// The agent binary needs a dynamic loader, which the initramfs doesn't have.
+    #[error("the guest agent {0} is dynamically linked and cannot run as the guest's init; build the static one with `cargo xtask build` (or point MOAT_AGENT_BIN at it)")]
+    DynamicAgent(PathBuf),
+    /// A build failed.
+    #[error("building the {what} image failed")]
+    Build {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl CachedImages {
+    /// The default cache; the agent is `$MOAT_AGENT_BIN`, else `moat-guest-agent`
+    /// beside the running executable.
+    pub fn from_env() -> Result<CachedImages, ProviderError> {
+        let agent = match std::env::var_os("MOAT_AGENT_BIN").filter(|v| !v.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("moat-guest-agent")))
+                .unwrap_or_else(|| PathBuf::from("moat-guest-agent")),
+        };
+        Ok(CachedImages { cache: ImageCache::open_default()?, agent })
+    }
+
+    /// Builds whatever is missing (with progress on stderr) and returns the images for `agent`.
+    pub fn ensure(&self, _agent: &str) -> Result<GuestImages, ProviderError> {
+        let bytes = std::fs::read(&self.agent).map_err(|_| ProviderError::NoAgent(self.agent.clone()))?;
+        if !is_static_elf(&bytes) {
+            return Err(ProviderError::DynamicAgent(self.agent.clone()));
+        }
+        let build = |what| move |e: Box<dyn std::error::Error + Send + Sync>| ProviderError::Build { what, source: e };
+        let kernel = self.cache.kernel(&StderrProgress).map_err(|e| build("kernel")(e.into()))?;
+        let rootfs = self.cache.rootfs(DEFAULT_TEMPLATE, &StderrProgress).map_err(|e| build("rootfs")(e.into()))?;
+        let initramfs = self.cache.initramfs(&self.agent).map_err(|e| build("initramfs")(e.into()))?;
+        Ok(GuestImages { kernel: kernel.vmlinux, rootfs: rootfs.path, initramfs: initramfs.path })
+    }
+}
+
+/// Whether `elf` is an x86-64 ELF executable without a program interpreter (statically linked).
+pub fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    // 64-bit little-endian ELF, x86-64.
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01") || u16_at(18) != Some(62) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else { return false };
+    (0..phnum).all(|i| {
+        let off = phoff.saturating_add(i.saturating_mul(phentsize));
+        u32_at(off).is_some_and(|t| t != PT_INTERP)
+    })
+}
+
+impl ImageProvider for CachedImages {
+    fn images(&self, agent: &str) -> Result<GuestImages, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.ensure(agent)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_is_told_apart_from_a_static_one() {
+        // This test binary is dynamically linked (it needs ld-linux).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        assert!(!is_static_elf(&[]));
+        // A minimal static ELF header: no program headers at all, so no interpreter.
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[18] = 62;
+        assert!(is_static_elf(&elf));
+        // One PT_INTERP program header makes it dynamic.
+        elf[32] = 64;
+        elf[54] = 56;
+        elf[56] = 1;
+        elf.extend_from_slice(&[3, 0, 0, 0]);
+        elf.resize(64 + 56, 0);
+        assert!(!is_static_elf(&elf));
+    }
+}

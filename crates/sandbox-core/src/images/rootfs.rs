@@ -1,0 +1,229 @@
+//! Template root file systems: a Debian tree from `debootstrap`, configured
+//! by the template's `setup.sh`, packed into a read-only ext4 image (the
+//! overlay lower layer; per-sandbox writes go to a separate state disk).
+
+use super::cache::{remove_tree, CacheError, CacheOutcome, ImageCache};
+use super::command::{self, Heartbeat, ToolError};
+use super::ext4;
+use super::hash::{RecipeDigest, RecipeHash};
+use super::progress::Progress;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Timestamps inside the image, and `SOURCE_DATE_EPOCH` for the tools
+/// (2025-01-01T00:00:00Z).
+pub const SOURCE_DATE_EPOCH: i64 = 1_735_689_600;
+/// Bump when the build steps below change in a way that changes the output.
+const RECIPE: &str = "rootfs/1: debootstrap, chroot setup.sh, mtimes, mkfs.ext4 -d";
+const SETUP_HINT: &str = "`apt-get install debootstrap e2fsprogs` or run `cargo xtask setup`";
+
+/// How to build one template's root file system.
+#[derive(Debug, Clone, Copy)]
+pub struct RootfsRecipe {
+    /// Template name (`shell`).
+    pub name: &'static str,
+    /// Debian suite.
+    pub suite: &'static str,
+    /// Debian mirror.
+    pub mirror: &'static str,
+    /// Whitespace-separated packages; `#` starts a comment.
+    pub packages: &'static str,
+    /// Shell script run inside the tree after installation.
+    pub setup: &'static str,
+}
+
+/// The templates this build of Moat knows.
+pub const TEMPLATES: &[RootfsRecipe] = &[RootfsRecipe {
+    name: "shell",
+    suite: "bookworm",
+    mirror: "http://deb.debian.org/debian",
+    packages: include_str!("../../images/shell/packages"),
+    setup: include_str!("../../images/shell/setup.sh"),
+}];
+
+impl RootfsRecipe {
+    /// The recipe of a named template.
+    pub fn named(name: &str) -> Option<&'static RootfsRecipe> {
+        TEMPLATES.iter().find(|t| t.name == name)
+    }
+
+    /// The package list without comments.
+    pub fn package_list(&self) -> Vec<&'static str> {
+        self.packages
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or_default())
+            .flat_map(str::split_whitespace)
+            .collect()
+    }
+}
+
+/// A built template root file system.
+#[derive(Debug, Clone)]
+pub struct RootfsImage {
+    /// The ext4 image.
+    pub path: PathBuf,
+    /// The build log.
+    pub log: PathBuf,
+    /// Whether it came from the cache.
+    pub outcome: CacheOutcome,
+}
+
+/// Building a template's root file system failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// No template of that name.
+    #[error("unknown template `{0}` (known: shell)")]
+    UnknownTemplate(String),
+    /// debootstrap and chroot need root.
+    #[error("building the rootfs needs root (debootstrap, chroot): run `sudo cargo xtask images`")]
+    NeedsRoot,
+    /// A build tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Reading or writing the tree failed.
+    #[error("could not {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ImageCache {
+    /// Returns the root file system image of `template`, building it first
+    /// if the cache lacks it (needs root and the Debian mirror).
+    pub fn rootfs(&self, template: &str, progress: &dyn Progress) -> Result<RootfsImage, RootfsError> {
+        let recipe = RootfsRecipe::named(template).ok_or_else(|| RootfsError::UnknownTemplate(template.to_string()))?;
+        let dpkg = command::find_tool("dpkg-query", "image builds need a Debian-based host")?;
+        let tools = command::output(
+            Command::new(dpkg).args(["-W", "-f=${Package} ${Version}\n", "debootstrap", "e2fsprogs"]),
+            "dpkg-query",
+        )
+        .map_err(|_| ToolError::NotFound { tool: "debootstrap".into(), hint: SETUP_HINT })?;
+        let digest = RecipeHash::new("rootfs")
+            .field("recipe", RECIPE)
+            .field("suite", recipe.suite)
+            .field("mirror", recipe.mirror)
+            .field("packages", recipe.package_list().join(" "))
+            .field("setup", recipe.setup)
+            .field("epoch", SOURCE_DATE_EPOCH.to_string())
+            .field("tools", &tools)
+            .finish();
+        let artifact = format!("rootfs {}", recipe.name);
+        let (dir, outcome) = self.get_or_build(("rootfs", recipe.name), &digest, progress, |dir| {
+            let progress = Step { progress, artifact: &artifact, dir };
+            build(recipe, &progress, &digest)
+        })?;
+        Ok(RootfsImage { path: dir.join("rootfs.ext4"), log: dir.join("build.log"), outcome })
+    }
+}
+
+/// One build's progress sink and directory.
+struct Step<'a> {
+    progress: &'a dyn Progress,
+    artifact: &'a str,
+    dir: &'a Path,
+}
+
+impl Step<'_> {
+    fn stage(&self, message: &str) {
+        self.progress.stage(self.artifact, message);
+    }
+}
+
+fn build(recipe: &RootfsRecipe, step: &Step<'_>, digest: &RecipeDigest) -> Result<(), RootfsError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RootfsError::NeedsRoot);
+    }
+    let debootstrap = command::find_tool("debootstrap", SETUP_HINT)?;
+    let chroot = command::find_tool("chroot", "install coreutils")?;
+    let log = step.dir.join("build.log");
+    let tree = step.dir.join("tree");
+    let io_err = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RootfsError::Io { action, path, source }
+    };
+
+    let packages = recipe.package_list();
+    step.stage(&format!(
+        "debootstrap {} (minbase + {} packages) from {} (log: {})",
+        recipe.suite,
+        packages.len(),
+        recipe.mirror,
+        log.display()
+    ));
+    let heartbeat = Heartbeat {
+        progress: step.progress,
+        artifact: step.artifact,
+        counts: |line| line.starts_with("I: "),
+        noun: "steps",
+    };
+    command::run_logged(
+        Command::new(debootstrap)
+            .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH.to_string())
+            .arg("--variant=minbase")
+            .arg(format!("--include={}", packages.join(",")))
+            .arg(recipe.suite)
+            .arg(&tree)
+            .arg(recipe.mirror),
+        "debootstrap",
+        &log,
+        Some(&heartbeat),
+    )?;
+
+    step.stage("configuring (user agent, sudo, profile)");
+    let script = tree.join("moat-setup.sh");
+    fs::write(&script, recipe.setup).map_err(io_err("write", &script))?;
+    command::run_logged(
+        Command::new(chroot)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH.to_string())
+            .arg(&tree)
+            .args(["/bin/sh", "-eu", "/moat-setup.sh"]),
+        "setup.sh",
+        &log,
+        None,
+    )?;
+    fs::remove_file(&script).map_err(io_err("remove", &script))?;
+
+    let image = step.dir.join("rootfs.ext4");
+    step.stage("packing the tree into ext4");
+    let size = ext4::make_image(&tree, &image, digest, SOURCE_DATE_EPOCH, &log).map_err(|e| match e {
+        ext4::Ext4Error::Tool(t) => RootfsError::Tool(t),
+        ext4::Ext4Error::Io { action, path, source } => RootfsError::Io { action, path, source },
+    })?;
+    step.stage(&format!(
+        "{} MiB image, {} MiB of files, {} inodes",
+        size.image_bytes >> 20,
+        size.content_bytes >> 20,
+        size.inodes
+    ));
+    remove_tree(&tree)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_template_has_the_basics() {
+        let shell = RootfsRecipe::named("shell").unwrap();
+        let packages = shell.package_list();
+        for wanted in ["bash", "git", "curl", "sudo", "python3", "ca-certificates", "iproute2"] {
+            assert!(packages.contains(&wanted), "{wanted} missing");
+        }
+        assert!(!packages.iter().any(|p| p.starts_with('#')));
+        assert!(shell.setup.contains("NOPASSWD"));
+        assert!(RootfsRecipe::named("nope").is_none());
+    }
+}

@@ -1,0 +1,421 @@
+//! The sandbox lifecycle: create, start, stop, remove, list.
+//!
+//! [`Manager`] is what the daemon serves and what an embedding tool can use
+//! in-process. It keeps definitions in SQLite and launches one supervisor
+//! process per running VM; a VM's state is always read from its supervisor.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{self, find_tool, BackendError, HostVirt, Share, Tool, VmConfig};
+use crate::paths::Home;
+use crate::spec::{CreateRequest, HostSize, SandboxSpec, SpecError};
+use crate::state::{Record, Store, StoreError};
+use crate::supervisor::{Phase, RunDir, Status};
+
+/// Size of each sandbox's sparse state disk (only what the guest writes uses space).
+pub const STATE_DISK_BYTES: u64 = 32 << 30;
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A sandbox as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// Stable id.
+    pub id: String,
+    /// Definition.
+    #[serde(flatten)]
+    pub spec: SandboxSpec,
+    /// Creation time, seconds since the epoch.
+    pub created_at: i64,
+    /// Current run status.
+    pub status: Status,
+    /// Hybrid vsock socket for reaching the guest agent (valid while running).
+    pub vsock_socket: PathBuf,
+    /// Guest console log.
+    pub console_log: PathBuf,
+}
+
+/// Why a lifecycle operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// No sandbox has that name.
+    #[error("no sandbox named {0:?}; see `moat ls`")]
+    NotFound(String),
+    /// The definition is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The backend can't run here.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Guest images are missing or could not be built.
+    #[error("guest images are not available")]
+    Images(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A host filesystem operation failed.
+    #[error("{what} ({path})")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// The VM failed to start.
+    #[error("sandbox {name:?} failed to start: {reason}")]
+    StartFailed { name: String, reason: String },
+    /// The VM did not stop.
+    #[error("sandbox {0:?} did not stop in time")]
+    StopTimeout(String),
+}
+
+/// How to launch a supervisor process: `program args… <run-dir>`.
+#[derive(Debug, Clone)]
+pub struct SupervisorCommand {
+    /// Program (by default this executable).
+    pub program: PathBuf,
+    /// Arguments before the run folder (by default `__supervise`).
+    pub args: Vec<OsString>,
+}
+
+impl SupervisorCommand {
+    /// `<current exe> __supervise`; the binary must dispatch that to [`crate::supervisor::supervise`].
+    pub fn current_exe() -> std::io::Result<SupervisorCommand> {
+        Ok(SupervisorCommand { program: std::env::current_exe()?, args: vec!["__supervise".into()] })
+    }
+}
+
+/// The files a sandbox VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestImages {
+    /// Guest kernel (`vmlinux`).
+    pub kernel: PathBuf,
+    /// Read-only root filesystem image (ext4).
+    pub rootfs: PathBuf,
+    /// Initramfs with the guest agent as `/init`.
+    pub initramfs: PathBuf,
+}
+
+/// Where guest images come from.
+pub trait ImageProvider: Send + Sync + std::fmt::Debug {
+    /// Kernel, root disk and agent initramfs for `agent`'s template.
+    fn images(&self, agent: &str) -> Result<GuestImages, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Creates, runs and removes sandboxes.
+#[derive(Debug)]
+pub struct Manager {
+    home: Home,
+    store: Mutex<Store>,
+    supervisor: SupervisorCommand,
+    images: Box<dyn ImageProvider>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Manager {
+    /// Opens the installation at `home`.
+    pub fn open(
+        home: Home,
+        supervisor: SupervisorCommand,
+        images: Box<dyn ImageProvider>,
+    ) -> Result<Manager, ManagerError> {
+        let sandboxes = home.root().join("sandboxes");
+        std::fs::create_dir_all(&sandboxes).map_err(|source| ManagerError::Io {
+            what: "cannot create the Moat folder",
+            path: sandboxes.clone(),
+            source,
+        })?;
+        // Finish removals a crash interrupted.
+        if let Ok(entries) = std::fs::read_dir(&sandboxes) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".trash-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let store = Store::open(&home.database())?;
+        Ok(Manager { home, store: Mutex::new(store), supervisor, images, locks: Mutex::new(HashMap::new()) })
+    }
+
+    /// The installation's folders.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_name(&self, name: &str) -> Arc<Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().clone()
+    }
+
+    fn record(&self, name: &str) -> Result<Record, ManagerError> {
+        self.store().get(name)?.ok_or_else(|| ManagerError::NotFound(name.to_string()))
+    }
+
+    fn run_dir(&self, id: &str) -> RunDir {
+        RunDir::new(self.home.sandbox_dir(id).join("run"))
+    }
+
+    fn info(&self, r: Record) -> SandboxInfo {
+        let run = self.run_dir(&r.id);
+        SandboxInfo {
+            status: run.read_status(),
+            vsock_socket: run.vsock_socket(),
+            console_log: run.console_log(),
+            id: r.id,
+            spec: r.spec,
+            created_at: r.created_at,
+        }
+    }
+
+    /// One sandbox.
+    pub fn get(&self, name: &str) -> Result<SandboxInfo, ManagerError> {
+        Ok(self.info(self.record(name)?))
+    }
+
+    /// All sandboxes.
+    pub fn list(&self) -> Result<Vec<SandboxInfo>, ManagerError> {
+        let records = self.store().list()?;
+        Ok(records.into_iter().map(|r| self.info(r)).collect())
+    }
+
+    /// Defines a sandbox (and formats its state disk); does not start it.
+    pub fn create(&self, req: &CreateRequest, cwd: &Path) -> Result<SandboxInfo, ManagerError> {
+        let spec = req.resolve(cwd, HostSize::detect())?;
+        let guard = self.lock_name(&spec.name);
+        let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
+        if self.store().get(&spec.name)?.is_some() {
+            return Err(StoreError::NameTaken(spec.name).into());
+        }
+        let id = new_id();
+        let dir = self.home.sandbox_dir(&id);
+        std::fs::create_dir_all(dir.join("run")).map_err(io_err("cannot create the sandbox folder", &dir))?;
+        let made = make_state_disk(&dir.join("state.ext4")).and_then(|()| {
+            let record = Record { id: id.clone(), created_at: now(), spec };
+            self.store().insert(&record)?;
+            Ok(record)
+        });
+        match made {
+            Ok(record) => Ok(self.info(record)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Boots a sandbox and waits until its guest agent answers. A running sandbox is left alone.
+    pub fn start(&self, name: &str) -> Result<SandboxInfo, ManagerError> {
+        let guard = self.lock_name(name);
+        let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
+        let record = self.record(name)?;
+        let run = self.run_dir(&record.id);
+        if run.supervisor_alive() {
+            return self.wait_ready(name, &run).map(|()| self.info(record));
+        }
+        let selection = backend::select(&record.spec.backend, &HostVirt::detect())?;
+        let images = self.images.images(&record.spec.agent).map_err(ManagerError::Images)?;
+        for tool in [Tool::Virtiofsd, Tool::VsockBackend] {
+            find_tool(tool)?;
+        }
+        let shares = record
+            .spec
+            .shares()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Share { tag: format!("ws{i}"), path: m.path, read_only: m.read_only })
+            .collect();
+        let vm = VmConfig {
+            name: record.spec.name.clone(),
+            backend: selection.kind,
+            accel: selection.accel,
+            cpus: record.spec.cpus,
+            memory_mib: record.spec.memory_mib,
+            kernel: images.kernel,
+            initramfs: images.initramfs,
+            root_disk: images.rootfs,
+            state_disk: self.home.sandbox_dir(&record.id).join("state.ext4"),
+            shares,
+            run_dir: run.path().to_path_buf(),
+        };
+        if backend::kernel_cmdline(&vm).len() > backend::MAX_CMDLINE {
+            return Err(ManagerError::StartFailed {
+                name: name.into(),
+                reason:
+                    "the shared folders' paths are too long for the kernel command line; share fewer or shorter paths"
+                        .into(),
+            });
+        }
+        std::fs::create_dir_all(run.path()).map_err(io_err("cannot create the run folder", run.path()))?;
+        let _ = std::fs::remove_file(run.status_file());
+        crate::supervisor::write_atomic(&run.config(), &serde_json::to_vec_pretty(&vm).expect("serializing VM config"))
+            .map_err(io_err("cannot write the VM configuration", &run.config()))?;
+        self.spawn_supervisor(&run)?;
+        self.wait_ready(name, &run)?;
+        Ok(self.info(record))
+    }
+
+    fn spawn_supervisor(&self, run: &RunDir) -> Result<(), ManagerError> {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(run.supervisor_log()).map_err(|source| {
+                ManagerError::Io { what: "cannot open the supervisor log", path: run.supervisor_log(), source }
+            })?;
+        let mut cmd = Command::new(&self.supervisor.program);
+        cmd.args(&self.supervisor.args).arg(run.path()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: runs in the forked child before exec; setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Its own session: the supervisor outlives the daemon and the terminal.
+                nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| ManagerError::Io {
+            what: "cannot start the VM supervisor",
+            path: self.supervisor.program.clone(),
+            source,
+        })?;
+        // Reap it when it ends, whoever we are.
+        std::thread::spawn(move || child.wait());
+        Ok(())
+    }
+
+    fn wait_ready(&self, name: &str, run: &RunDir) -> Result<(), ManagerError> {
+        let begin = Instant::now();
+        let mut seen_alive = false;
+        loop {
+            seen_alive |= run.supervisor_alive();
+            let st = run.read_status();
+            // `Stopped` before the supervisor was ever seen may just mean it hasn't taken its lock yet.
+            let gave_up = st.phase == Phase::Failed
+                || (st.phase == Phase::Stopped && (seen_alive || begin.elapsed() > Duration::from_secs(5)));
+            if st.phase == Phase::Running {
+                return Ok(());
+            } else if gave_up {
+                let mut reason = st.error.unwrap_or_else(|| "the VM stopped during boot".into());
+                reason.push_str(&log_tail(&run.console_log()));
+                return Err(ManagerError::StartFailed { name: name.into(), reason });
+            } else if begin.elapsed() > START_TIMEOUT {
+                return Err(ManagerError::StartFailed {
+                    name: name.into(),
+                    reason: "timed out waiting for the guest agent".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Powers a sandbox off (cleanly if the guest cooperates, killed otherwise).
+    pub fn stop(&self, name: &str) -> Result<SandboxInfo, ManagerError> {
+        let guard = self.lock_name(name);
+        let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
+        let record = self.record(name)?;
+        let run = self.run_dir(&record.id);
+        stop_run(name, &run)?;
+        Ok(self.info(record))
+    }
+
+    /// Stops and deletes a sandbox: its state disk, logs and record. Workspace folders are never touched.
+    pub fn remove(&self, name: &str) -> Result<(), ManagerError> {
+        let guard = self.lock_name(name);
+        let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
+        let record = self.record(name)?;
+        let run = self.run_dir(&record.id);
+        stop_run(name, &run)?;
+        let dir = self.home.sandbox_dir(&record.id);
+        let trash = self.home.root().join("sandboxes").join(format!(".trash-{}", record.id));
+        // Move aside first: a crash after this point leaves only garbage that the next open clears.
+        let moved = std::fs::rename(&dir, &trash).is_ok();
+        self.store().remove(name)?;
+        if moved {
+            let _ = std::fs::remove_dir_all(&trash);
+        }
+        Ok(())
+    }
+}
+
+fn stop_run(name: &str, run: &RunDir) -> Result<(), ManagerError> {
+    if !run.supervisor_alive() {
+        return Ok(());
+    }
+    let pid = run.read_status().supervisor_pid;
+    if pid > 1 {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while run.supervisor_alive() {
+        if Instant::now() > deadline {
+            if pid > 1 {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if run.supervisor_alive() {
+                return Err(ManagerError::StopTimeout(name.into()));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError {
+    let path = path.to_path_buf();
+    move |source| ManagerError::Io { what, path, source }
+}
+
+fn make_state_disk(path: &Path) -> Result<(), ManagerError> {
+    let io = |what| io_err(what, path);
+    let f = std::fs::File::create(path).map_err(io("cannot create the state disk"))?;
+    f.set_len(STATE_DISK_BYTES).map_err(io("cannot size the state disk"))?;
+    drop(f);
+    let out = Command::new(find_tool(Tool::MkfsExt4)?)
+        .args(["-q", "-F", "-m", "0", "-L", "moat-state", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
+        .arg(path)
+        .output()
+        .map_err(io("cannot run mkfs.ext4"))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(ManagerError::Io {
+            what: "mkfs.ext4 failed on the state disk",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(msg),
+        });
+    }
+    Ok(())
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(2000);
+    let tail = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = tail.lines().rev().take(15).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("\n--- last lines of {} ---\n", path.display());
+    for l in lines.into_iter().rev() {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -1,0 +1,297 @@
+//! What a sandbox is made of: its name, agent, workspace, extra mounts and size.
+//!
+//! Everything here is validated user input: a [`SandboxSpec`] that exists has a
+//! valid name, absolute canonical paths, and sizes within bounds.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Agents Moat knows how to start. `shell` is a login shell at the workspace.
+pub const AGENTS: &[&str] = &["shell", "claude", "codex", "copilot", "gemini", "opencode"];
+
+/// The request to make a sandbox, before defaults are filled in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateRequest {
+    /// Name; `<agent>-<workdir>` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Agent to run (see [`AGENTS`]).
+    pub agent: String,
+    /// The workspace folder, shared read-write at the same absolute path.
+    pub workspace: PathBuf,
+    /// Extra folders: `PATH` (read-write) or `PATH:ro`.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// vCPUs; 0 or absent = host CPUs − 1 (at least 1).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory, e.g. `2g`, `512m`; default half the host's RAM, at most 32 GiB.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Hypervisor backend: `auto` (default), `qemu` or `vmm`.
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+/// A folder shared into the guest at the same absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Canonical absolute host path (also the guest path).
+    pub path: PathBuf,
+    /// Whether the guest may only read it (enforced on the host side too).
+    pub read_only: bool,
+}
+
+/// A validated sandbox definition, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Unique name.
+    pub name: String,
+    /// Agent.
+    pub agent: String,
+    /// Workspace (first mount, read-write).
+    pub workspace: PathBuf,
+    /// Extra mounts.
+    pub mounts: Vec<Mount>,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Backend choice as the user gave it (`auto`, `qemu`, `vmm`).
+    pub backend: String,
+}
+
+impl SandboxSpec {
+    /// Every shared folder, workspace first.
+    pub fn shares(&self) -> Vec<Mount> {
+        let mut all = vec![Mount { path: self.workspace.clone(), read_only: false }];
+        all.extend(self.mounts.iter().cloned());
+        all
+    }
+}
+
+/// Why a sandbox definition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Name has characters or a length we don't accept.
+    #[error(
+        "invalid sandbox name {0:?}: use 1-63 characters from a-z, 0-9, '-', '_', '.', starting with a letter or digit"
+    )]
+    BadName(String),
+    /// Unknown agent.
+    #[error("unknown agent {0:?}; known agents: {list}", list = AGENTS.join(", "))]
+    UnknownAgent(String),
+    /// A folder to share doesn't exist or isn't a folder.
+    #[error("cannot share {path}: {why}")]
+    BadPath { path: PathBuf, why: String },
+    /// A folder would be shared twice, or inside another share.
+    #[error("{0} is already shared (mounts must not repeat or nest)")]
+    Overlap(PathBuf),
+    /// Bad memory size.
+    #[error("invalid memory size {0:?}: use a number with a unit, e.g. 512m or 4g (256 MiB to 32 GiB)")]
+    BadMemory(String),
+    /// Bad CPU count.
+    #[error("invalid CPU count {0}: this host has {1} CPUs")]
+    BadCpus(u32, u32),
+    /// Unknown backend.
+    #[error("unknown backend {0:?}: use auto, qemu or vmm")]
+    BadBackend(String),
+}
+
+/// Checks a sandbox name.
+pub fn validate_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::BadName(name.to_string()))
+    }
+}
+
+/// The default name: `<agent>-<workdir>`, lowercased, other characters turned into `-`.
+pub fn default_name(agent: &str, workspace: &Path) -> String {
+    let base = workspace.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+    let mut name = String::with_capacity(agent.len() + 1 + base.len());
+    for c in format!("{agent}-{base}").chars() {
+        let c = c.to_ascii_lowercase();
+        let keep = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
+        let c = if keep { c } else { '-' };
+        if !(c == '-' && name.ends_with('-')) {
+            name.push(c);
+        }
+    }
+    let mut name = name.trim_matches('-').to_string();
+    name.truncate(63);
+    name
+}
+
+/// Parses `512m`, `4g`, `4GiB`, `2048` (MiB) into MiB.
+pub fn parse_memory(s: &str) -> Result<u64, SpecError> {
+    let bad = || SpecError::BadMemory(s.to_string());
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mib = match unit.trim() {
+        "" | "m" | "mb" | "mib" => Some(n),
+        "g" | "gb" | "gib" => n.checked_mul(1024),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if !(256..=32 * 1024).contains(&mib) {
+        return Err(bad());
+    }
+    Ok(mib)
+}
+
+/// Parses `PATH` or `PATH:ro` / `PATH:rw` into a canonical mount.
+pub fn parse_mount(arg: &str, base: &Path) -> Result<Mount, SpecError> {
+    let (path, read_only) = match arg.rsplit_once(':') {
+        Some((p, "ro")) => (p, true),
+        Some((p, "rw")) => (p, false),
+        _ => (arg, false),
+    };
+    Ok(Mount { path: canonical_dir(&base.join(path))?, read_only })
+}
+
+/// The canonical absolute form of an existing folder.
+pub fn canonical_dir(path: &Path) -> Result<PathBuf, SpecError> {
+    let bad = |why: String| SpecError::BadPath { path: path.to_path_buf(), why };
+    let canon = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+    if !canon.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    if canon == Path::new("/") {
+        return Err(bad("sharing the whole host filesystem defeats the sandbox".into()));
+    }
+    Ok(canon)
+}
+
+/// Host facts that defaults depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSize {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// Physical memory in MiB.
+    pub memory_mib: u64,
+}
+
+impl HostSize {
+    /// Reads the running host.
+    pub fn detect() -> HostSize {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map(|kib| kib / 1024)
+            .unwrap_or(2048);
+        HostSize { cpus, memory_mib }
+    }
+}
+
+impl CreateRequest {
+    /// Fills defaults and validates everything, resolving relative paths against `cwd`.
+    pub fn resolve(&self, cwd: &Path, host: HostSize) -> Result<SandboxSpec, SpecError> {
+        if !AGENTS.contains(&self.agent.as_str()) {
+            return Err(SpecError::UnknownAgent(self.agent.clone()));
+        }
+        let workspace = canonical_dir(&cwd.join(&self.workspace))?;
+        let name = self.name.clone().unwrap_or_else(|| default_name(&self.agent, &workspace));
+        validate_name(&name)?;
+        let mut mounts: Vec<Mount> = Vec::new();
+        for m in &self.mounts {
+            let m = parse_mount(m, cwd)?;
+            let taken = std::iter::once(&workspace).chain(mounts.iter().map(|m| &m.path));
+            for other in taken {
+                if m.path.starts_with(other) || other.starts_with(&m.path) {
+                    return Err(SpecError::Overlap(m.path));
+                }
+            }
+            mounts.push(m);
+        }
+        let cpus = match self.cpus.unwrap_or(0) {
+            0 => host.cpus.saturating_sub(1).max(1),
+            n if n <= host.cpus => n,
+            n => return Err(SpecError::BadCpus(n, host.cpus)),
+        };
+        let memory_mib = match &self.memory {
+            Some(m) => parse_memory(m)?,
+            None => (host.memory_mib / 2).clamp(256, 32 * 1024),
+        };
+        let backend = self.backend.clone().unwrap_or_else(|| "auto".into());
+        if !matches!(backend.as_str(), "auto" | "qemu" | "vmm") {
+            return Err(SpecError::BadBackend(backend));
+        }
+        Ok(SandboxSpec { name, agent: self.agent.clone(), workspace, mounts, cpus, memory_mib, backend })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_valid_and_readable() {
+        assert_eq!(default_name("shell", Path::new("/home/me/My Project")), "shell-my-project");
+        assert_eq!(default_name("claude", Path::new("/srv/données")), "claude-donn-es");
+        assert!(validate_name(&default_name("shell", Path::new("/x/---"))).is_ok());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", "-x", "A", "a b", "a/b", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_name("shell-proj_1.2").is_ok());
+    }
+
+    #[test]
+    fn memory_sizes_parse_with_units_and_bounds() {
+        assert_eq!(parse_memory("512m").unwrap(), 512);
+        assert_eq!(parse_memory("4g").unwrap(), 4096);
+        assert_eq!(parse_memory("2GiB").unwrap(), 2048);
+        assert_eq!(parse_memory("1024").unwrap(), 1024);
+        for bad in ["", "g", "12x", "100m", "64g", "99999999999999999999g"] {
+            assert!(parse_memory(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn resolve_fills_defaults_and_rejects_overlaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("proj");
+        let extra = dir.path().join("data");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::create_dir_all(&extra).unwrap();
+        let host = HostSize { cpus: 4, memory_mib: 8192 };
+        let req = CreateRequest {
+            agent: "shell".into(),
+            workspace: "proj".into(),
+            mounts: vec!["data:ro".into()],
+            ..Default::default()
+        };
+        let spec = req.resolve(dir.path(), host).unwrap();
+        assert_eq!(spec.name, "shell-proj");
+        assert_eq!(spec.cpus, 3);
+        assert_eq!(spec.memory_mib, 4096);
+        assert_eq!(spec.workspace, ws.canonicalize().unwrap());
+        assert_eq!(spec.mounts, vec![Mount { path: extra.canonicalize().unwrap(), read_only: true }]);
+
+        let nested = CreateRequest { mounts: vec!["proj".into()], ..req.clone() };
+        assert!(matches!(nested.resolve(dir.path(), host), Err(SpecError::Overlap(_))));
+        let missing = CreateRequest { workspace: "nope".into(), ..req.clone() };
+        assert!(matches!(missing.resolve(dir.path(), host), Err(SpecError::BadPath { .. })));
+        let root = CreateRequest { workspace: "/".into(), mounts: vec![], ..req.clone() };
+        assert!(matches!(root.resolve(dir.path(), host), Err(SpecError::BadPath { .. })));
+        let cpus = CreateRequest { cpus: Some(9), ..req };
+        assert!(matches!(cpus.resolve(dir.path(), host), Err(SpecError::BadCpus(9, 4))));
+    }
+}

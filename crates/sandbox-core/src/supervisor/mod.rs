@@ -1,0 +1,16 @@
+//! The per-VM supervisor process.
+//!
+//! Each running sandbox has one supervisor: a process of its own (started with
+//! `setsid`, so it outlives the daemon that spawned it) that owns the VM monitor
+//! and its device back-ends (virtiofsd per share, the vsock backend), publishes
+//! the VM's status in its run folder, bounds the console log, and on SIGTERM asks
+//! the guest to power off. Its children die with it (`PR_SET_PDEATHSIG`), so
+//! killing a supervisor with SIGKILL never leaves a VM running unseen.
+
+mod console;
+mod run;
+mod status;
+
+pub use console::BoundedLog;
+pub use run::{supervise, SuperviseError, READY_MARKER};
+pub use status::{write_atomic, Phase, RunDir, Status};

@@ -1,0 +1,291 @@
+//! The supervisor's life: device back-ends, the monitor, readiness, shutdown, cleanup.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+
+use super::console::BoundedLog;
+use super::status::{Phase, RunDir, Status};
+use crate::agent::AgentConn;
+use crate::backend::{self, find_tool, DeviceSockets, Tool, VmConfig};
+
+/// The line the guest agent prints on the serial console once it listens.
+pub const READY_MARKER: &str = "moat-agent: ready";
+/// How long a boot may take before the start is declared failed.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a guest gets to power off cleanly before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a supervisor could not run its VM.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// Another supervisor owns this sandbox.
+    #[error("another supervisor is already running this sandbox")]
+    AlreadyRunning,
+    /// The run folder or config could not be read or written.
+    #[error("cannot use the run folder {0}")]
+    RunDir(PathBuf, #[source] std::io::Error),
+    /// `vm.json` is unreadable.
+    #[error("unreadable VM configuration")]
+    Config(#[source] serde_json::Error),
+    /// A back-end program is missing.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    /// A process failed to start or to become ready.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// Runs the VM described by `<run_dir>/vm.json` until it stops. Returns the process exit code.
+///
+/// Call this from the process that should own the VM (e.g. a hidden
+/// `__supervise` subcommand), after `setsid()`. Killing this process kills the VM.
+pub fn supervise(run_dir: &Path) -> i32 {
+    let run = RunDir::new(run_dir);
+    let mut log = OpenOptions::new().create(true).append(true).open(run.supervisor_log()).ok();
+    let mut say = |msg: &str| {
+        if let Some(l) = log.as_mut() {
+            let _ = writeln!(l, "{msg}");
+        }
+    };
+    let lock = match take_lock(&run) {
+        Ok(l) => l,
+        Err(e) => {
+            say(&format!("supervisor: {e}"));
+            return 1;
+        }
+    };
+    let started = Instant::now();
+    let mut status = Status {
+        phase: Phase::Starting,
+        supervisor_pid: std::process::id(),
+        vmm_pid: None,
+        backend: String::new(),
+        boot_ms: None,
+        error: None,
+    };
+    let result = run_vm(&run, &mut status, started);
+    match &result {
+        Ok(()) => {
+            status.phase = Phase::Stopped;
+        }
+        Err(e) => {
+            say(&format!("supervisor: {e}"));
+            status.phase = if status.boot_ms.is_some() { Phase::Stopped } else { Phase::Failed };
+            status.error = Some(e.to_string());
+        }
+    }
+    let _ = run.write_status(&status);
+    drop(lock);
+    i32::from(result.is_err())
+}
+
+fn take_lock(run: &RunDir) -> Result<File, SuperviseError> {
+    let f = File::create(run.lock_file()).map_err(|e| SuperviseError::RunDir(run.path().into(), e))?;
+    // Readers take a shared lock for an instant; retry briefly before concluding it's taken.
+    for _ in 0..50 {
+        // SAFETY: `f` is an open file that outlives the call.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(SuperviseError::AlreadyRunning)
+}
+
+/// Child processes, killed in reverse order when dropped.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in self.0.iter_mut().rev() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for (_, c) in self.0.iter_mut().rev() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), SuperviseError> {
+    let io_err = |e| SuperviseError::RunDir(run.path().into(), e);
+    let config = std::fs::read(run.config()).map_err(io_err)?;
+    let vm: VmConfig = serde_json::from_slice(&config).map_err(SuperviseError::Config)?;
+    let hv = backend::hypervisor(vm.backend)?;
+    status.backend = format!(
+        "{}/{}",
+        hv.name(),
+        serde_json::to_value(vm.accel).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    );
+    run.write_status(status).map_err(io_err)?;
+
+    // Signals are taken synchronously by a watcher thread; children get a clean mask from std.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| io_err(e.into()))?;
+
+    let sockets = DeviceSockets {
+        vsock: run.path().join("vsock-backend.sock"),
+        fs: (0..vm.shares.len()).map(|i| run.path().join(format!("fs{i}.sock"))).collect(),
+    };
+    for stale in sockets.fs.iter().chain([&sockets.vsock, &run.vsock_socket()]) {
+        let _ = std::fs::remove_file(stale);
+    }
+    let mut children = Children(Vec::new());
+    for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
+        let mut c = Command::new(find_tool(Tool::Virtiofsd)?);
+        c.arg("--socket-path").arg(sock).arg("--shared-dir").arg(&share.path);
+        c.args(["--sandbox", "namespace", "--seccomp", "kill", "--cache", "auto", "--log-level", "warn"]);
+        if share.read_only {
+            c.arg("--readonly");
+        }
+        children.0.push(spawn(&format!("virtiofsd[{}]", share.tag), c, run)?);
+    }
+    let mut c = Command::new(find_tool(Tool::VsockBackend)?);
+    c.arg("--guest-cid").arg("3").arg("--socket").arg(&sockets.vsock).arg("--uds-path").arg(run.vsock_socket());
+    children.0.push(spawn("vsock backend", c, run)?);
+    for sock in sockets.fs.iter().chain([&sockets.vsock]) {
+        wait_for_socket(sock, &mut children)?;
+    }
+
+    let mut cmd = hv.command(&vm, &sockets)?;
+    cmd.stdout(Stdio::piped());
+    let (vmm_name, mut vmm) = spawn(hv.name(), cmd, run)?;
+    status.vmm_pid = Some(vmm.id());
+    run.write_status(status).map_err(io_err)?;
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let console = vmm.stdout.take().expect("stdout was piped");
+    let console_log = run.console_log();
+    std::thread::spawn(move || pump_console(console, &console_log, ready_tx));
+
+    let vsock = run.vsock_socket();
+    let vmm_pid = Pid::from_raw(vmm.id() as i32);
+    std::thread::spawn(move || {
+        if mask.wait().is_ok() {
+            graceful_stop(&vsock, vmm_pid);
+        }
+    });
+
+    match ready_rx.recv_timeout(BOOT_TIMEOUT) {
+        Ok(()) => match AgentConn::connect(&run.vsock_socket()).and_then(AgentConn::ping) {
+            Ok(_) => {
+                status.phase = Phase::Running;
+                status.boot_ms = Some(started.elapsed().as_millis() as u64);
+                run.write_status(status).map_err(io_err)?;
+            }
+            Err(e) => {
+                let _ = vmm.kill();
+                let _ = vmm.wait();
+                return Err(SuperviseError::Start(format!("the guest agent did not answer: {e}")));
+            }
+        },
+        Err(_) => {
+            let _ = vmm.kill();
+            let exit = vmm.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(SuperviseError::Start(format!(
+                "the VM did not become ready ({vmm_name} {exit}); see {}",
+                run.console_log().display()
+            )));
+        }
+    }
+
+    let exit = vmm.wait().map_err(io_err)?;
+    if !exit.success() && !matches!(exit.code(), Some(0)) {
+        status.error = Some(format!("{vmm_name} exited: {exit}"));
+    }
+    Ok(())
+}
+
+/// Spawns a child that dies with this process, its stderr appended to the supervisor log.
+fn spawn(name: &str, mut cmd: Command, run: &RunDir) -> Result<(String, Child), SuperviseError> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.supervisor_log())
+        .map_err(|e| SuperviseError::RunDir(run.path().into(), e))?;
+    cmd.stdin(Stdio::null()).stderr(log);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (prctl, getppid, kill on itself).
+    unsafe {
+        cmd.pre_exec(|| {
+            // Die with the supervisor, so a SIGKILLed supervisor leaves no VM behind.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() == 1 {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| SuperviseError::Start(format!("cannot start {name}: {e}")))?;
+    Ok((name.to_string(), child))
+}
+
+fn wait_for_socket(path: &Path, children: &mut Children) -> Result<(), SuperviseError> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        for (name, c) in children.0.iter_mut() {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Err(SuperviseError::Start(format!("{name} exited early ({st}); see supervisor.log")));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(SuperviseError::Start(format!("{} did not appear", path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Copies the guest console into a bounded log and reports the ready marker once.
+fn pump_console(console: impl Read, log_path: &Path, ready: mpsc::Sender<()>) {
+    let mut log = BoundedLog::open(log_path, 1 << 20);
+    let mut reader = BufReader::with_capacity(16 * 1024, console);
+    let mut line = Vec::new();
+    let mut ready = Some(ready);
+    loop {
+        line.clear();
+        // A guest may print without newlines forever: cap what one line may hold.
+        match reader.by_ref().take(8192).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        log.write(&line);
+        if ready.is_some() && line.windows(READY_MARKER.len()).any(|w| w == READY_MARKER.as_bytes()) {
+            let _ = ready.take().map(|tx| tx.send(()));
+        }
+    }
+}
+
+/// Asks the guest to power off; kills the monitor if it hasn't exited after the grace period.
+fn graceful_stop(vsock: &Path, vmm: Pid) {
+    let _ = AgentConn::connect(vsock).and_then(AgentConn::shutdown);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while Instant::now() < deadline {
+        if kill(vmm, None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(vmm, Signal::SIGKILL);
+}

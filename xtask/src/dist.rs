@@ -1,0 +1,69 @@
+//! Building the shipped binaries: `moat` and the static guest agent beside it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::util::{cargo, root, run};
+
+/// The guest agent runs as PID 1 from an initramfs, so it is linked statically.
+const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds the static guest agent (release) and returns its path.
+pub fn agent() -> Result<PathBuf> {
+    // A separate target dir keeps the static flags from invalidating host builds.
+    let target_dir = root().join("target/guest");
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "moat-guest-agent",
+            "--bin",
+            "moat-guest-agent",
+            "--target",
+            AGENT_TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+        // The initramfs carries it on every boot: keep it small.
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols"))?;
+    Ok(target_dir.join(AGENT_TARGET).join("release/moat-guest-agent"))
+}
+
+/// Builds `moat` in `profile` and puts the agent beside it; returns the folder.
+pub fn build(release: bool) -> Result<PathBuf> {
+    let agent = agent()?;
+    let mut c = cargo();
+    c.args(["build", "--quiet", "-p", "moat-cli"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    let dir = root().join("target").join(if release { "release" } else { "debug" });
+    copy_exe(&agent, &dir.join("moat-guest-agent"))?;
+    Ok(dir)
+}
+
+/// Installs `moat` and the agent into `~/.cargo/bin`.
+pub fn install() -> Result<()> {
+    let dir = build(true)?;
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let bin = home.join(".cargo/bin");
+    std::fs::create_dir_all(&bin)?;
+    for exe in ["moat", "moat-guest-agent"] {
+        copy_exe(&dir.join(exe), &bin.join(exe))?;
+    }
+    eprintln!("==> installed moat and moat-guest-agent into {}", bin.display());
+    Ok(())
+}
+
+/// Copies through a temporary name so a running copy is never overwritten in place.
+fn copy_exe(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("installing {}", to.display()))?;
+    Ok(())
+}
