@@ -1,5 +1,6 @@
 //! Repository tooling: `cargo xtask <command>`.
 
+mod bench;
 mod dist;
 mod images;
 mod setup;
@@ -37,6 +38,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (release builds, real guests) and print the figures.
+    Bench,
     /// Check repository rules (file sizes, docs, no ignored tests).
     Tidy,
 }
@@ -51,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Install => dist::install(),
         Command::Test { args } => test::run_tests(&args),
         Command::Tidy => tidy::check(),
+        Command::Bench => bench::run_benches(),
     }
 }

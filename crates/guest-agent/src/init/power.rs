@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
@@ -121,13 +120,51 @@ fn stop_all_processes() {
 fn wait_until_alone(limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        // From PID 1, kill(-1, 0) reaches every process but itself.
-        if kill(Pid::from_raw(-1), None) == Err(Errno::ESRCH) {
+        if !any_user_process() {
             return true;
         }
         if Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process other than PID 1 and kernel threads exists. (`kill(-1, 0)`
+/// can't tell: it succeeds as long as any kernel thread exists.)
+fn any_user_process() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    dir.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { return false };
+        pid != 1 && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !is_kernel_thread(&stat))
+    })
+}
+
+/// Reads the `flags` field of `/proc/PID/stat` (the 9th, after the parenthesised name).
+fn is_kernel_thread(stat: &str) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    // Fields after the name start at field 3 (state); flags is field 9.
+    after_name
+        .split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_threads_are_told_apart_by_their_flags() {
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 0 0 0";
+        let user = "77 (sh (weird) name) S 1 77 77 34816 77 4194560 90 0 0 0 0 0 0 0 20 0 1 0";
+        assert!(is_kernel_thread(kthread));
+        assert!(!is_kernel_thread(user));
+        // This test process is not a kernel thread.
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(!is_kernel_thread(&me));
     }
 }

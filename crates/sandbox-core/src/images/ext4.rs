@@ -38,6 +38,8 @@ pub struct ImageSize {
     /// Bytes of file data, rounded up to blocks.
     pub content_bytes: u64,
     /// Inodes used by the tree.
+    pub used_inodes: u64,
+    /// Inodes the image was made with.
     pub inodes: u64,
     /// The image file's size.
     pub image_bytes: u64,
@@ -45,7 +47,8 @@ pub struct ImageSize {
 
 /// Packs `tree` into a new ext4 image at `image`: every timestamp set to
 /// `epoch`, UUID and directory hash seed derived from `digest`, no journal
-/// and no reserved blocks (the guest mounts it read-only).
+/// and no reserved blocks (the guest mounts it read-only). Then checks it
+/// with `e2fsck -fn`.
 pub fn make_image(
     tree: &Path,
     image: &Path,
@@ -74,7 +77,44 @@ pub fn make_image(
         log,
         None,
     )?;
+    set_ctimes(image, epoch)?;
+    let fsck = command::find_tool("e2fsck", "`apt-get install e2fsprogs`")?;
+    command::run_logged(Command::new(fsck).arg("-fn").arg(image), "e2fsck", log, None)?;
     Ok(size)
+}
+
+/// `mkfs.ext4 -d` copies each file's ctime, which no tool can set on the
+/// source tree; rewrite it in the image with `debugfs` so equal trees give
+/// equal images. A fresh `-d` image allocates inodes densely: the root (2),
+/// lost+found (11), then 12 up to the highest used one.
+fn set_ctimes(image: &Path, epoch: i64) -> Result<(), Ext4Error> {
+    let dumpe2fs = command::find_tool("dumpe2fs", "`apt-get install e2fsprogs`")?;
+    let debugfs = command::find_tool("debugfs", "`apt-get install e2fsprogs`")?;
+    let header = command::output(Command::new(dumpe2fs).arg("-h").arg(image), "dumpe2fs")?;
+    let field = |name: &str| -> u64 {
+        header.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
+    };
+    let used = field("Inode count:").saturating_sub(field("Free inodes:"));
+    let script: String = [2].into_iter().chain(11..=used).map(|ino| format!("sif <{ino}> ctime @{epoch}\n")).collect();
+    let script_path = image.with_extension("debugfs");
+    let io_err = |action| {
+        let path = script_path.clone();
+        move |source| Ext4Error::Io { action, path, source }
+    };
+    fs::write(&script_path, script).map_err(io_err("write"))?;
+    // Its stdout echoes every command; keep it out of the log.
+    // debugfs stamps the superblock's last-write time; keep it at `epoch`.
+    command::output(
+        Command::new(debugfs)
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .arg("-w")
+            .arg("-f")
+            .arg(&script_path)
+            .arg(image),
+        "debugfs",
+    )?;
+    fs::remove_file(&script_path).map_err(io_err("remove"))?;
+    Ok(())
 }
 
 /// Blocks and inodes a tree occupies.
@@ -90,7 +130,7 @@ fn size_for(usage: Usage) -> ImageSize {
     let inodes = usage.inodes + usage.inodes / 10 + 1024;
     let raw = usage.bytes + usage.bytes / 10 + (64 << 20) + inodes * INODE_BYTES;
     let image_bytes = raw.div_ceil(1 << 20) << 20;
-    ImageSize { content_bytes: usage.bytes, inodes, image_bytes }
+    ImageSize { content_bytes: usage.bytes, used_inodes: usage.inodes, inodes, image_bytes }
 }
 
 /// Walks `tree` without following symlinks, calling `visit` on every entry,

@@ -106,6 +106,8 @@ fn build(dir: &Path, progress: &dyn Progress) -> Result<(), KernelError> {
     let src = dir.join("src");
     let make = command::find_tool("make", SETUP_HINT)?;
     let tar = command::find_tool("tar", SETUP_HINT)?;
+    // bzImage compression (CONFIG_KERNEL_LZ4 in the fragment).
+    command::find_tool("lz4", "`apt-get install lz4` or run `cargo xtask setup`")?;
     fs::create_dir(&src).map_err(io_err("create", &src))?;
 
     progress.stage("kernel", "extracting source");

@@ -16,7 +16,7 @@ use std::process::Command;
 /// (2025-01-01T00:00:00Z).
 pub const SOURCE_DATE_EPOCH: i64 = 1_735_689_600;
 /// Bump when the build steps below change in a way that changes the output.
-const RECIPE: &str = "rootfs/1: debootstrap, chroot setup.sh, mtimes, mkfs.ext4 -d";
+const RECIPE: &str = "rootfs/3: debootstrap, chroot setup.sh, mtimes, mkfs.ext4 -d, debugfs ctimes";
 const SETUP_HINT: &str = "`apt-get install debootstrap e2fsprogs` or run `cargo xtask setup`";
 
 /// How to build one template's root file system.
@@ -202,9 +202,10 @@ fn build(recipe: &RootfsRecipe, step: &Step<'_>, digest: &RecipeDigest) -> Resul
         ext4::Ext4Error::Io { action, path, source } => RootfsError::Io { action, path, source },
     })?;
     step.stage(&format!(
-        "{} MiB image, {} MiB of files, {} inodes",
+        "{} MiB image, {} MiB of files, {} of {} inodes",
         size.image_bytes >> 20,
         size.content_bytes >> 20,
+        size.used_inodes,
         size.inodes
     ));
     remove_tree(&tree)?;

@@ -13,4 +13,4 @@ mod status;
 
 pub use console::BoundedLog;
 pub use run::{supervise, SuperviseError, READY_MARKER};
-pub use status::{write_atomic, Phase, RunDir, Status};
+pub use status::{write_atomic, BootTimes, Phase, RunDir, Status};

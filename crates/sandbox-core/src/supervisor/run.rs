@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 
 use super::console::BoundedLog;
-use super::status::{Phase, RunDir, Status};
+use super::status::{BootTimes, Phase, RunDir, Status};
 use crate::agent::AgentConn;
 use crate::backend::{self, find_tool, DeviceSockets, Tool, VmConfig};
 
@@ -21,6 +21,8 @@ use crate::backend::{self, find_tool, DeviceSockets, Tool, VmConfig};
 pub const READY_MARKER: &str = "moat-agent: ready";
 /// How long a boot may take before the start is declared failed.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// uid and gid of the guest's `agent` user, who owns the shares inside.
+const GUEST_USER_ID: u32 = 1000;
 /// How long a guest gets to power off cleanly before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -71,6 +73,7 @@ pub fn supervise(run_dir: &Path) -> i32 {
         backend: String::new(),
         boot_ms: None,
         error: None,
+        boot: None,
     };
     let result = run_vm(&run, &mut status, started);
     match &result {
@@ -101,21 +104,21 @@ fn take_lock(run: &RunDir) -> Result<File, SuperviseError> {
     Err(SuperviseError::AlreadyRunning)
 }
 
-/// Child processes, killed in reverse order when dropped.
-struct Children(Vec<(String, Child)>);
+/// Child processes and the signal that ends each, sent in reverse order when dropped.
+struct Children(Vec<(String, Child, Signal)>);
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for (_, c) in self.0.iter_mut().rev() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        for (_, c, sig) in self.0.iter_mut().rev() {
+            let _ = kill(Pid::from_raw(c.id() as i32), *sig);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
-        for (_, c) in self.0.iter_mut().rev() {
+        for (_, c, _) in self.0.iter_mut().rev() {
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             let _ = c.kill();
             let _ = c.wait();
@@ -154,21 +157,35 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
         let mut c = Command::new(find_tool(Tool::Virtiofsd)?);
         c.arg("--socket-path").arg(sock).arg("--shared-dir").arg(&share.path);
         c.args(["--sandbox", "namespace", "--seccomp", "kill", "--cache", "auto", "--log-level", "warn"]);
+        // Inside, the workspace belongs to the guest's `agent` user; outside, whatever any
+        // guest user writes belongs to the host user running the VM, and nobody else.
+        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        c.arg(format!("--translate-uid=squash-guest:0:{uid}:4294967295"));
+        c.arg(format!("--translate-uid=squash-host:0:{GUEST_USER_ID}:4294967295"));
+        c.arg(format!("--translate-gid=squash-guest:0:{gid}:4294967295"));
+        c.arg(format!("--translate-gid=squash-host:0:{GUEST_USER_ID}:4294967295"));
         if share.read_only {
             c.arg("--readonly");
         }
-        children.0.push(spawn(&format!("virtiofsd[{}]", share.tag), c, run)?);
+        let (name, child) = spawn(&format!("virtiofsd[{}]", share.tag), c, run)?;
+        children.0.push((name, child, Signal::SIGTERM));
     }
     let mut c = Command::new(find_tool(Tool::VsockBackend)?);
     c.arg("--guest-cid").arg("3").arg("--socket").arg(&sockets.vsock).arg("--uds-path").arg(run.vsock_socket());
-    children.0.push(spawn("vsock backend", c, run)?);
+    let (name, child) = spawn("vsock backend", c, run)?;
+    // It keeps no state worth flushing and doesn't exit on SIGTERM.
+    children.0.push((name, child, Signal::SIGKILL));
     for sock in sockets.fs.iter().chain([&sockets.vsock]) {
         wait_for_socket(sock, &mut children)?;
     }
+    let ms = |since: Instant| since.elapsed().as_millis() as u64;
+    let mut boot = BootTimes { devices_ms: ms(started), ..BootTimes::default() };
 
     let mut cmd = hv.command(&vm, &sockets)?;
     cmd.stdout(Stdio::piped());
     let (vmm_name, mut vmm) = spawn(hv.name(), cmd, run)?;
+    boot.vmm_spawned_ms = ms(started);
     status.vmm_pid = Some(vmm.id());
     run.write_status(status).map_err(io_err)?;
 
@@ -186,10 +203,16 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     });
 
     match ready_rx.recv_timeout(BOOT_TIMEOUT) {
-        Ok(()) => match AgentConn::connect(&run.vsock_socket()).and_then(AgentConn::ping) {
-            Ok(_) => {
+        Ok(()) => match AgentConn::connect(&run.vsock_socket()).and_then(|c| {
+            boot.ready_line_ms = ms(started);
+            c.ping()
+        }) {
+            Ok(pong) => {
+                boot.agent_ms = ms(started);
+                boot.guest_uptime_ms = pong.uptime_ms;
                 status.phase = Phase::Running;
-                status.boot_ms = Some(started.elapsed().as_millis() as u64);
+                status.boot_ms = Some(boot.agent_ms);
+                status.boot = Some(boot);
                 run.write_status(status).map_err(io_err)?;
             }
             Err(e) => {
@@ -244,7 +267,7 @@ fn spawn(name: &str, mut cmd: Command, run: &RunDir) -> Result<(String, Child), 
 fn wait_for_socket(path: &Path, children: &mut Children) -> Result<(), SuperviseError> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !path.exists() {
-        for (name, c) in children.0.iter_mut() {
+        for (name, c, _) in children.0.iter_mut() {
             if let Ok(Some(st)) = c.try_wait() {
                 return Err(SuperviseError::Start(format!("{name} exited early ({st}); see supervisor.log")));
             }

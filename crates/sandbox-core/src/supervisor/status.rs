@@ -47,6 +47,24 @@ pub struct Status {
     /// What went wrong, for `Failed` (and for an unexpected stop).
     #[serde(default)]
     pub error: Option<String>,
+    /// Where the boot time went.
+    #[serde(default)]
+    pub boot: Option<BootTimes>,
+}
+
+/// The cold-start path, in milliseconds since the supervisor started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootTimes {
+    /// virtiofsd and the vsock backend listen.
+    pub devices_ms: u64,
+    /// The monitor process is spawned.
+    pub vmm_spawned_ms: u64,
+    /// The guest agent printed its ready line on the console.
+    pub ready_line_ms: u64,
+    /// The guest agent answered a ping over vsock.
+    pub agent_ms: u64,
+    /// Guest uptime when it answered (kernel boot + init), as the guest measures it.
+    pub guest_uptime_ms: u64,
 }
 
 /// The files of one sandbox's run folder.
@@ -129,6 +147,7 @@ impl RunDir {
                 backend: String::new(),
                 boot_ms: None,
                 error: None,
+                boot: None,
             },
         }
     }
@@ -153,7 +172,15 @@ mod tests {
     use super::*;
 
     fn status(phase: Phase) -> Status {
-        Status { phase, supervisor_pid: 1, vmm_pid: None, backend: "qemu/tcg".into(), boot_ms: None, error: None }
+        Status {
+            phase,
+            supervisor_pid: 1,
+            vmm_pid: None,
+            backend: "qemu/tcg".into(),
+            boot_ms: None,
+            error: None,
+            boot: None,
+        }
     }
 
     #[test]

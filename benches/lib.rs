@@ -1,1 +1,0 @@
-//! Benchmarks of Moat; run them with `cargo xtask bench`.
