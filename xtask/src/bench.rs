@@ -6,10 +6,10 @@ use crate::util::{cargo, run};
 
 /// Builds release binaries (with the static agent) and runs each benchmark program.
 pub fn run_benches() -> Result<()> {
-    let dir = crate::dist::build(true)?;
+    let built = crate::dist::build(true)?;
     crate::images::ensure_all()?;
     run(cargo()
         .args(["run", "--release", "--quiet", "-p", "moat-benches", "--bin", "lifecycle"])
-        .env("MOAT_BIN", dir.join("moat"))
-        .env("MOAT_AGENT_BIN", dir.join("moat-guest-agent")))
+        .env("MOAT_BIN", &built.moat)
+        .env("MOAT_AGENT_BIN", &built.agent))
 }

@@ -33,8 +33,17 @@ pub fn agent() -> Result<PathBuf> {
     Ok(target_dir.join(AGENT_TARGET).join("release/moat-guest-agent"))
 }
 
-/// Builds `moat` in `profile` and puts the agent beside it; returns the folder.
-pub fn build(release: bool) -> Result<PathBuf> {
+/// Built binaries.
+pub struct Built {
+    /// The `moat` executable.
+    pub moat: PathBuf,
+    /// The static guest agent (in `target/guest/`, where `moat` looks for it; a plain
+    /// `cargo build` would put a dynamic one beside `moat`).
+    pub agent: PathBuf,
+}
+
+/// Builds `moat` and the static agent.
+pub fn build(release: bool) -> Result<Built> {
     let agent = agent()?;
     let mut c = cargo();
     c.args(["build", "--quiet", "-p", "moat-cli"]);
@@ -42,20 +51,18 @@ pub fn build(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     run(&mut c)?;
-    let dir = root().join("target").join(if release { "release" } else { "debug" });
-    copy_exe(&agent, &dir.join("moat-guest-agent"))?;
-    Ok(dir)
+    let moat = root().join("target").join(if release { "release" } else { "debug" }).join("moat");
+    Ok(Built { moat, agent })
 }
 
 /// Installs `moat` and the agent into `~/.cargo/bin`.
 pub fn install() -> Result<()> {
-    let dir = build(true)?;
+    let built = build(true)?;
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
     let bin = home.join(".cargo/bin");
     std::fs::create_dir_all(&bin)?;
-    for exe in ["moat", "moat-guest-agent"] {
-        copy_exe(&dir.join(exe), &bin.join(exe))?;
-    }
+    copy_exe(&built.moat, &bin.join("moat"))?;
+    copy_exe(&built.agent, &bin.join("moat-guest-agent"))?;
     eprintln!("==> installed moat and moat-guest-agent into {}", bin.display());
     Ok(())
 }

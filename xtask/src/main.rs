@@ -48,9 +48,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run_setup(),
         Command::Images(args) => images::run(args),
-        Command::Build { release } => {
-            dist::build(release).map(|dir| eprintln!("==> built {}", dir.join("moat").display()))
-        }
+        Command::Build { release } => dist::build(release).map(|b| eprintln!("==> built {}", b.moat.display())),
         Command::Install => dist::install(),
         Command::Test { args } => test::run_tests(&args),
         Command::Tidy => tidy::check(),

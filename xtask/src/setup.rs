@@ -24,6 +24,7 @@ const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "cpio",
     "xz-utils",
+    "lz4",
 ];
 
 /// Rust tools: the virtio-fs daemon and the vhost-user vsock backend, pinned.

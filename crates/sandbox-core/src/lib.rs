@@ -19,3 +19,4 @@ pub mod paths;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
+pub mod threads;

@@ -282,7 +282,7 @@ impl Manager {
             source,
         })?;
         // Reap it when it ends, whoever we are.
-        std::thread::spawn(move || child.wait());
+        crate::threads::spawn_without_signals(move || child.wait());
         Ok(())
     }
 

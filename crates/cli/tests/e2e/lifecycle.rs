@@ -96,3 +96,23 @@ fn listing_naming_and_removal() {
     let sandboxes = std::fs::read_dir(m.home().join("sandboxes")).unwrap().count();
     assert_eq!(sandboxes, 0, "rm deletes the sandbox's disk and state");
 }
+
+#[test]
+fn a_daemon_killed_while_a_sandbox_boots_leaves_it_usable() {
+    let Some(m) = moat() else { return };
+    let ws = m.workspace("boot");
+    m.ok(&["create", "--name", "boot", "-m", "1g", "shell", ws.to_str().unwrap()]);
+    let start = m.cmd().args(["start", "boot"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = daemon_pid(&m);
+    assert!(pid > 1);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // The interrupted `start` may fail; it must not hang, and nothing may be left half-done.
+    let _ = start.wait_with_output().unwrap();
+    // The VM's supervisor finishes the boot on its own; the next command sees it.
+    assert_eq!(m.sh("boot", "echo up"), "up\n");
+    assert_eq!(m.status("boot")["status"]["phase"], "running");
+    let listed = m.ok(&["ls", "-q"]);
+    assert_eq!(listed, "boot\n", "exactly one sandbox, no duplicate or orphan");
+}

@@ -7,4 +7,5 @@ mod api;
 mod exec;
 mod harness;
 mod lifecycle;
+mod terminal;
 mod workspace;

@@ -213,7 +213,7 @@ pub fn start_daemon(home: &Home, start: &DaemonCommand) -> Result<VersionInfo, C
     loop {
         if let Ok(v) = client.version() {
             // The daemon lives on in its own session; reap it if it ever exits while we run.
-            std::thread::spawn(move || child.wait());
+            crate::threads::spawn_without_signals(move || child.wait());
             return Ok(v);
         }
         if let Ok(Some(st)) = child.try_wait() {

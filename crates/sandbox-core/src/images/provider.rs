@@ -45,10 +45,18 @@ impl CachedImages {
     pub fn from_env() -> Result<CachedImages, ProviderError> {
         let agent = match std::env::var_os("MOAT_AGENT_BIN").filter(|v| !v.is_empty()) {
             Some(p) => PathBuf::from(p),
-            None => std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(|d| d.join("moat-guest-agent")))
-                .unwrap_or_else(|| PathBuf::from("moat-guest-agent")),
+            None => {
+                let candidates =
+                    std::env::current_exe().ok().and_then(|e| e.parent().map(agent_candidates)).unwrap_or_default();
+                // The first static one; else the first that exists (ensure() then says it's dynamic).
+                candidates
+                    .iter()
+                    .find(|p| std::fs::read(p).is_ok_and(|b| is_static_elf(&b)))
+                    .or_else(|| candidates.iter().find(|p| p.is_file()))
+                    .or(candidates.first())
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from("moat-guest-agent"))
+            }
         };
         Ok(CachedImages { cache: ImageCache::open_default()?, agent })
     }
@@ -82,6 +90,17 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
         let off = phoff.saturating_add(i.saturating_mul(phentsize));
         u32_at(off).is_some_and(|t| t != PT_INTERP)
     })
+}
+
+/// Where a static agent may sit relative to the folder of the `moat` executable:
+/// beside it (installed), or where `cargo xtask build` puts it in a source tree
+/// (`target/guest/…`, which plain `cargo build` never overwrites with a dynamic one).
+fn agent_candidates(exe_dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut c = vec![exe_dir.join("moat-guest-agent")];
+    if let Some(target) = exe_dir.parent() {
+        c.push(target.join("guest/x86_64-unknown-linux-gnu/release/moat-guest-agent"));
+    }
+    c
 }
 
 impl ImageProvider for CachedImages {
