@@ -1,4 +1,14 @@
 //! Moat's host-side egress policy engine and proxy.
 //!
-//! Not built yet: this crate is reserved by the workspace layout and is the
-//! subject of issue #4. It exports nothing today.
+//! Every byte that leaves a sandbox goes through this crate on the host, which
+//! decides by policy, logs it, and answers denials with a clear HTTP 403.
+//!
+//! Today it holds the policy engine ([`policy`]): parsing `allow|deny network
+//! …` rules, presets, classifying addresses and deciding requests. It is pure
+//! and synchronous so it can be tested without sockets. The proxy itself (an
+//! adapter around the engine) is not here yet. This crate does not store rules;
+//! callers own persistence and hand it [`policy::Rule`] values.
+
+pub mod policy;
+
+pub use policy::{Decision, Policy, Preset, Request, Rule, Verdict};

@@ -16,13 +16,11 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use moat_guest_agent::proto::{
-    write_data, write_frame, Frame, FrameError, FrameReader, Op, RemoteError, Request, VERSION,
-};
-pub use moat_guest_agent::proto::{ExecRequest, ExitStatus, Pong, WinSize, AGENT_PORT};
+use moat_guest_agent::proto::{write_frame, Frame, FrameError, FrameReader, Op, RemoteError, Request, VERSION};
+pub use moat_guest_agent::proto::{ExecRequest, ExitStatus, Pong, WinSize, AGENT_PORT, STDIN_WINDOW};
 
 /// Why talking to the guest agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +98,11 @@ impl AgentConn {
         let writer = self.stream.try_clone().map_err(AgentError::Unreachable)?;
         let mut reader = FrameReader::new(self.stream);
         match reader.next_frame()? {
-            Some(Frame::Started { pid }) => {
-                Ok(ExecSession { reader, input: ExecInput(Arc::new(Mutex::new(writer))), pid })
-            }
+            Some(Frame::Started { pid }) => Ok(ExecSession {
+                reader,
+                input: ExecInput { writer: Arc::new(Mutex::new(writer)), window: Arc::default() },
+                pid,
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -126,19 +126,62 @@ pub struct ExecSession {
 
 /// The sending half of an exec: stdin, resizes, signals. Cheap to clone and share
 /// with threads that read the terminal or catch signals.
+///
+/// Stdin is flow-controlled ([`STDIN_WINDOW`] bytes in flight): [`ExecInput::stdin`]
+/// blocks until the agent acknowledges earlier input, which [`ExecSession::wait`]
+/// reads — so send stdin from another thread than the one waiting.
 #[derive(Debug, Clone)]
-pub struct ExecInput(Arc<Mutex<UnixStream>>);
+pub struct ExecInput {
+    writer: Arc<Mutex<UnixStream>>,
+    window: Arc<Window>,
+}
+
+/// Stdin bytes sent and not yet acknowledged; `closed` once the session ended.
+#[derive(Debug, Default)]
+struct Window {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Window {
+    /// Waits until `n` more bytes fit, then counts them as in flight.
+    fn reserve(&self, n: usize) -> Result<(), AgentError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.0 + n > STDIN_WINDOW && !st.1 {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.1 {
+            return Err(AgentError::Unexpected("the process has ended".into()));
+        }
+        st.0 += n;
+        Ok(())
+    }
+
+    fn ack(&self, n: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 = st.0.saturating_sub(n);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
+}
 
 impl ExecInput {
     fn send(&self, frame: &Frame) -> Result<(), AgentError> {
-        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         Ok(write_frame(&mut *w, frame)?)
     }
 
-    /// Sends bytes to the process's stdin (or terminal).
+    /// Sends bytes to the process's stdin (or terminal), waiting for window space.
     pub fn stdin(&self, data: &[u8]) -> Result<(), AgentError> {
-        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(write_data(&mut *w, data, Frame::Stdin)?)
+        for chunk in data.chunks(STDIN_CHUNK) {
+            self.window.reserve(chunk.len())?;
+            self.send(&Frame::Stdin(chunk.to_vec()))?;
+        }
+        Ok(())
     }
 
     /// Ends the process's stdin.
@@ -156,6 +199,9 @@ impl ExecInput {
         self.send(&Frame::Signal(signo))
     }
 }
+
+/// Stdin frame payload size: several frames fit in the window.
+const STDIN_CHUNK: usize = 16 * 1024;
 
 impl ExecSession {
     /// The guest pid.
@@ -176,15 +222,23 @@ impl ExecSession {
     ) -> Result<ExitStatus, AgentError> {
         // An Error frame mid-session (e.g. a refused signal) is not the end; the end is Exit.
         let mut last_error = None;
-        loop {
-            match self.reader.next_frame()? {
+        let result = loop {
+            let frame = match self.reader.next_frame() {
+                Ok(f) => f,
+                Err(e) => break Err(e.into()),
+            };
+            match frame {
                 Some(Frame::Stdout(b)) => on_stdout(&b),
                 Some(Frame::Stderr(b)) => on_stderr(&b),
-                Some(Frame::Exit(st)) => return Ok(st),
+                Some(Frame::StdinAck(n)) => self.input.window.ack(n as usize),
+                Some(Frame::Exit(st)) => break Ok(st),
                 Some(Frame::Error(e)) => last_error = Some(e),
-                None => return Err(last_error.map(AgentError::Remote).unwrap_or_else(|| unexpected(None))),
-                other => return Err(unexpected(other)),
+                None => break Err(last_error.map(AgentError::Remote).unwrap_or_else(|| unexpected(None))),
+                other => break Err(unexpected(other)),
             }
-        }
+        };
+        // Whoever still waits to send stdin learns that nobody will read it.
+        self.input.window.close();
+        result
     }
 }

@@ -124,6 +124,7 @@ impl Manager {
         supervisor: SupervisorCommand,
         images: Box<dyn ImageProvider>,
     ) -> Result<Manager, ManagerError> {
+        home.ensure_private().map_err(io_err("cannot create a private Moat folder", home.root()))?;
         let sandboxes = home.root().join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(|source| ManagerError::Io {
             what: "cannot create the Moat folder",

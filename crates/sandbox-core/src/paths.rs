@@ -38,6 +38,15 @@ impl Home {
         Home { root: root.into() }
     }
 
+    /// Creates the root folder if needed and makes it private (mode 0700): the
+    /// daemon socket and every VM's vsock socket inside grant root in a guest, so
+    /// no other local user may reach them.
+    pub fn ensure_private(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root)?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+    }
+
     /// The root folder.
     pub fn root(&self) -> &Path {
         &self.root
@@ -67,4 +76,22 @@ impl Home {
 /// The user's home folder (`$HOME`, else `/root`).
 pub fn home_dir() -> PathBuf {
     std::env::var_os("HOME").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_home_is_private_even_if_it_existed_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("a/moat"));
+        home.ensure_private().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(home.root()), 0o700);
+        std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        home.ensure_private().unwrap();
+        assert_eq!(mode(home.root()), 0o700);
+    }
 }

@@ -1,4 +1,68 @@
-//! Moat's git worktrees and clones that give each sandbox its own branch.
+//! Review checkpoints: each sandbox works on its own branch, and nothing it
+//! writes reaches the user's repository — or runs on the host — before the user
+//! has looked at it.
 //!
-//! Not built yet: this crate is reserved by the workspace layout and is the
-//! subject of issue #6. It exports nothing today.
+//! A [`Checkpoint`] is a branch plus a **workspace** folder the sandbox shares.
+//! [`Checkpoint::create_branch`] puts the workspace at
+//! `<repo>/.moat/worktrees/<sandbox>` (excluded through `.git/info/exclude`, the
+//! tracked `.gitignore` is never touched) and the branch in `refs/heads/`;
+//! [`Checkpoint::create_clone`] puts it wherever the caller says and brings the
+//! branch back as the review ref `refs/moat/clones/<branch>`. Then
+//! [`Checkpoint::review`], [`Checkpoint::diff_command`], [`Checkpoint::apply`] and
+//! [`Checkpoint::remove`] close the loop. The crate depends on no other Moat
+//! crate and drives the `git` binary (2.39 or newer).
+//!
+//! # How git works inside the guest (design decision)
+//!
+//! A real `git worktree` keeps its index, HEAD and refs in the host's `.git`
+//! (`.git` in the worktree is a file pointing at `<repo>/.git/worktrees/<name>`).
+//! The guest sees only the shared folders, so git would not work there unless
+//! the host's `.git` were shared read-write — which would let the agent write
+//! hooks, config or `refs/heads/main` that the user's git later obeys. So **both
+//! modes are clone-backed**: the workspace is a self-contained repository made
+//! with `git clone --shared --no-checkout --template=` (no hook samples), with
+//! its own `.git` *directory* inside the workspace, where the agent can commit.
+//! Objects are borrowed through `objects/info/alternates`, never hard-linked:
+//! the sandbox shares [`Checkpoint::guest_read_only_paths`] (the host's object
+//! stores) **read-only** at their host paths, so no byte the agent writes lands
+//! under the host's `.git`. The two modes differ only in where the workspace
+//! lives and where the branch lands on the host.
+//!
+//! Work comes back by the *host* fetching the branch from the workspace
+//! ([`Checkpoint::sync`]); from then on review and apply read the host's copy.
+//!
+//! # Nothing the agent writes runs on the host
+//!
+//! Every git call goes through one runner (`git.rs`) that passes `-c` overrides
+//! for hooks (`core.hooksPath=/dev/null`), `core.fsmonitor`, pager, editors,
+//! askpass, credential helpers, ssh, `ext::` transport, signing and auto-gc; that
+//! overrides every `filter.<x>` and `merge.<x>` driver named in any config
+//! scope; that uses plumbing or `--no-ext-diff --no-textconv` for diffs; and that
+//! names an agent-controlled repository's `.git` explicitly after checking it is
+//! a real directory. The workspace itself stays agent-controlled: running your
+//! own `git` *inside* it on the host obeys its config — use [`Checkpoint::review`]
+//! first, which reports hooks and config changes there.
+//!
+//! Not here: sharing folders with the VM (the caller does that), pushing, and
+//! LFS content (LFS files are checked out as pointer files, as filters never run).
+
+mod apply;
+mod checkpoint;
+mod create;
+mod error;
+mod git;
+mod names;
+mod remove;
+mod review;
+mod state;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
+
+pub use apply::Applied;
+pub use checkpoint::Checkpoint;
+pub use error::{ApplyError, CreateError, OpenError, RemoveError, ReviewError, SyncError};
+pub use git::{GitError, UntrustedError};
+pub use names::BranchName;
+pub use remove::Lost;
+pub use review::{Concern, Finding, Review};
+pub use state::Mode;

@@ -87,3 +87,26 @@ fn bad_api_requests_get_4xx_with_a_message() {
     let (status, body) = raw(&sock, &req("GET", "/v1/version", ""));
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn a_daemon_from_another_build_is_replaced_on_first_use() {
+    let m = moat_without_guest();
+    // The "old" build: the same program at another path, as after an upgrade.
+    let old = m.scratch.path().join("moat-old");
+    std::fs::copy(crate::harness::moat_bin(), &old).unwrap();
+    let started = std::process::Command::new(&old)
+        .args(["daemon", "start"])
+        .env("MOAT_HOME", m.home())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(started.status.success());
+    let client = moat_sandbox_core::daemon::DaemonClient::new(m.home().join("daemon.sock"));
+    let before = client.version().unwrap();
+    assert!(before.build.contains("moat-old"), "{}", before.build);
+
+    m.ok(&["ls"]);
+    let after = client.version().unwrap();
+    assert_ne!(after.pid, before.pid, "the old daemon was replaced");
+    assert!(after.build.contains(crate::harness::moat_bin()), "{}", after.build);
+}

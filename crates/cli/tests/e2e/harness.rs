@@ -1,6 +1,7 @@
 //! A Moat installation of its own for each test: temporary home, its own daemon,
 //! real VMs under QEMU. Cleaned up on drop.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -85,9 +86,23 @@ impl Moat {
         c
     }
 
-    /// Runs `moat args…`, returning its output.
+    /// Runs `moat args…`, returning its output. A command that hangs is killed after
+    /// five minutes, so a hang fails the test instead of stalling the suite.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("running moat")
+        let child = self.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running moat");
+        let pid = child.id() as i32;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if done_rx.recv_timeout(std::time::Duration::from_secs(300)).is_err() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
+        let out = child.wait_with_output().expect("waiting for moat");
+        let _ = done_tx.send(());
+        let _ = watchdog.join();
+        assert!(out.status.signal() != Some(libc::SIGKILL), "moat {args:?} hung for 5 minutes and was killed");
+        out
     }
 
     /// Runs `moat args…` and asserts success; returns stdout.

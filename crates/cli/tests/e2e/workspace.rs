@@ -1,5 +1,7 @@
 //! The workspace: shared live at the same path, and nothing else of the host.
 
+use std::os::unix::fs::MetadataExt;
+
 use crate::harness::{moat, stderr};
 
 #[test]
@@ -21,9 +23,17 @@ fn files_cross_both_ways_at_once() {
     std::fs::write(ws.join("later.txt"), "written while running\n").unwrap();
     assert_eq!(m.sh("live", &format!("cat '{w}/later.txt'")), "written while running\n");
 
-    // The agent user can create files; they belong to the host user running Moat's share.
-    m.sh("live", &format!("mkdir -p '{w}/sub/dir' && echo deep > '{w}/sub/dir/f'"));
+    // Whatever user writes in the guest, even root, the host sees the host user's files;
+    // inside, the workspace belongs to `agent`.
+    m.sh("live", &format!("mkdir -p '{w}/sub/dir' && echo deep > '{w}/sub/dir/f'; sudo touch '{w}/by-root'; sudo chown 0:0 '{w}/by-root'"));
     assert_eq!(std::fs::read_to_string(ws.join("sub/dir/f")).unwrap(), "deep\n");
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    for f in ["guest.txt", "sub/dir/f", "by-root"] {
+        let meta = std::fs::metadata(ws.join(f)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{f} on the host");
+    }
+    assert_eq!(m.sh("live", &format!("stat -c %u:%g '{w}/before.txt' '{w}/by-root'")), "1000:1000\n1000:1000\n");
     m.sh("live", &format!("rm '{w}/guest.txt'"));
     assert!(!ws.join("guest.txt").exists());
 }

@@ -22,6 +22,12 @@
 //!    from the client, `Stdout`/`Stderr` from the agent;
 //! 4. agent → [`Frame::Exit`] and closes.
 //!
+//! Stdin is flow-controlled: the client keeps at most [`STDIN_WINDOW`] bytes of
+//! `Stdin` payload unacknowledged, and the agent answers every `Stdin` frame it
+//! reads with [`Frame::StdinAck`]. The window stays well under the guest socket's
+//! receive buffer, so the vsock credit never runs out — the vhost-user vsock
+//! backend we run today can stall a connection for good when it does.
+//!
 //! The protocol never relies on a half-close from the guest side (that does not
 //! reach the host through the vsock backend); end of input is an explicit frame.
 //! Unknown frame kinds, bad JSON and oversize lengths are errors, never panics.
@@ -40,6 +46,8 @@ pub const MAX_FRAME: usize = 32 * 1024;
 pub const HEADER_LEN: usize = 5;
 /// Largest payload of one frame.
 pub const MAX_PAYLOAD: usize = MAX_FRAME - HEADER_LEN;
+/// Most `Stdin` payload bytes a client may have sent and not yet seen acknowledged.
+pub const STDIN_WINDOW: usize = 128 * 1024;
 
 /// What a client asks of the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +167,8 @@ pub enum Frame {
     Error(RemoteError),
     /// Agent → client: answer to a ping.
     Pong(Pong),
+    /// Agent → client: it read this many bytes of `Stdin` payload off the connection.
+    StdinAck(u32),
 }
 
 mod kind {
@@ -173,6 +183,7 @@ mod kind {
     pub const EXIT: u8 = 9;
     pub const ERROR: u8 = 10;
     pub const PONG: u8 = 11;
+    pub const STDIN_ACK: u8 = 12;
 }
 
 /// Why bytes could not become a frame.
@@ -224,6 +235,7 @@ impl Frame {
             Frame::Exit(_) => kind::EXIT,
             Frame::Error(_) => kind::ERROR,
             Frame::Pong(_) => kind::PONG,
+            Frame::StdinAck(_) => kind::STDIN_ACK,
         }
     }
 
@@ -244,6 +256,7 @@ impl Frame {
             Frame::Exit(st) => json_into(out, st),
             Frame::Error(e) => json_into(out, e),
             Frame::Pong(p) => json_into(out, p),
+            Frame::StdinAck(n) => out.extend_from_slice(&n.to_be_bytes()),
         }
         let len = out.len() - start - HEADER_LEN;
         if len > MAX_PAYLOAD {
@@ -299,6 +312,7 @@ impl Frame {
             kind::EXIT => Frame::Exit(json_from(kind, p)?),
             kind::ERROR => Frame::Error(json_from(kind, p)?),
             kind::PONG => Frame::Pong(json_from(kind, p)?),
+            kind::STDIN_ACK => Frame::StdinAck(u32::from_be_bytes(fixed::<4>(kind, p)?)),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         Ok(Some((frame, HEADER_LEN + len)))

@@ -26,6 +26,7 @@ fn all_frames() -> Vec<Frame> {
         Frame::Exit(ExitStatus::Signal(9)),
         Frame::Error(RemoteError { kind: "not_found".into(), message: "no such program".into() }),
         Frame::Pong(Pong { version: 1, agent: "x".into(), uptime_ms: 5 }),
+        Frame::StdinAck(32 * 1024),
     ]
 }
 
@@ -131,7 +132,7 @@ fn arbitrary_bytes_never_panic_the_decoder() {
         if len >= 5 && next() % 2 == 0 {
             let plen = (len - 5) as u32;
             buf[..4].copy_from_slice(&plen.to_be_bytes());
-            buf[4] = (next() % 13) as u8;
+            buf[4] = (next() % 14) as u8;
         }
         let _ = Frame::decode(&buf);
         let mut r = FrameReader::new(&buf[..]);

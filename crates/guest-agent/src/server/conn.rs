@@ -27,6 +27,7 @@ pub enum Incoming {
 #[derive(Debug)]
 pub struct Conn {
     reader: FrameReader<Sock>,
+    received: u64,
 }
 
 /// Reads with `MSG_DONTWAIT`, so a read never blocks the session loop.
@@ -42,7 +43,7 @@ impl Read for Sock {
 impl Conn {
     /// Wraps a connected stream socket (vsock or Unix).
     pub fn new(fd: OwnedFd) -> Self {
-        Conn { reader: FrameReader::new(Sock(fd)) }
+        Conn { reader: FrameReader::new(Sock(fd)), received: 0 }
     }
 
     /// The socket, for `poll`.
@@ -50,10 +51,18 @@ impl Conn {
         self.reader.get_ref().0.as_fd()
     }
 
+    /// How many frames the client has sent so far.
+    pub fn frames_received(&self) -> u64 {
+        self.received
+    }
+
     /// The next frame if one is complete, without blocking.
     pub fn try_frame(&mut self) -> Incoming {
         match self.reader.next_frame() {
-            Ok(Some(frame)) => Incoming::Frame(frame),
+            Ok(Some(frame)) => {
+                self.received += 1;
+                Incoming::Frame(frame)
+            }
             Ok(None) => Incoming::Closed,
             Err(FrameError::Decode(e)) => Incoming::Malformed(e),
             Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Incoming::Pending,

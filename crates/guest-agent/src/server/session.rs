@@ -22,6 +22,15 @@ use crate::proto::{ExitStatus, Frame, MAX_PAYLOAD};
 /// Most client bytes held for a process that is not reading its stdin.
 pub const STDIN_BACKLOG: usize = 2 * MAX_PAYLOAD;
 
+/// While input may still come, an idle connection is nudged with an empty
+/// `StdinAck` after this long, then at doubling intervals up to [`NUDGE_MAX`].
+///
+/// Why: the vhost-user vsock backend we run today sometimes leaves host-to-guest
+/// data queued until the guest next sends something (a lost wakeup). A guest packet
+/// makes it process its queues, so a quiet stdin stream never stalls for good.
+const NUDGE_FIRST: Duration = Duration::from_millis(50);
+const NUDGE_MAX: Duration = Duration::from_secs(2);
+
 /// Timing knobs of a session.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -63,9 +72,14 @@ pub fn run(conn: &mut Conn, child: Child, timing: Timing) {
         return hang_up(pid, &exit, timing);
     }
     let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut nudge = NUDGE_FIRST;
     loop {
+        let received = conn.frames_received();
         if s.pump_client(conn).is_err() || s.flush_stdin().is_err() {
             return hang_up(pid, &exit, timing);
+        }
+        if conn.frames_received() != received {
+            nudge = NUDGE_FIRST;
         }
         if let Some((status, deadline)) = exited {
             if s.outputs.is_empty() || Instant::now() >= deadline {
@@ -90,11 +104,21 @@ pub fn run(conn: &mut Conn, child: Child, timing: Timing) {
         for o in &s.outputs {
             fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
         }
+        let awaiting_input = exited.is_none() && want_client && s.stdin_fd().is_some() && !s.stdin_eof;
         let timeout = match exited {
             Some((_, deadline)) => poll_timeout(deadline.saturating_duration_since(Instant::now())),
+            None if awaiting_input => poll_timeout(nudge),
             None => PollTimeout::NONE,
         };
         match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) if awaiting_input => {
+                drop(fds);
+                if conn.send(&Frame::StdinAck(0)).is_err() {
+                    return hang_up(pid, &exit, timing);
+                }
+                nudge = (nudge * 2).min(NUDGE_MAX);
+                continue;
+            }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return hang_up(pid, &exit, timing),
         }
@@ -154,6 +178,10 @@ impl Session {
     }
 
     fn handle(&mut self, conn: &Conn, frame: Frame) -> Result<(), ClientGone> {
+        if let Frame::Stdin(bytes) = &frame {
+            // Flow control: the client may send more once we have read this.
+            conn.send(&Frame::StdinAck(bytes.len() as u32)).map_err(|_| ClientGone)?;
+        }
         match frame {
             // Input for a process without stdin, or after StdinEof, is dropped.
             Frame::Stdin(bytes) if self.stdin_fd().is_some() && !self.stdin_eof => {

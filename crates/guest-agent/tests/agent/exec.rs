@@ -59,6 +59,7 @@ fn stdin_round_trips_through_cat_binary_safe() {
     feeder.join().unwrap();
     assert_eq!(exit, ExitStatus::Code(0));
     assert!(stdout == data, "cat returned {} bytes, sent {}", stdout.len(), data.len());
+    assert_eq!(client.acked, data.len() as u64, "every stdin byte read is acknowledged");
 }
 
 #[test]

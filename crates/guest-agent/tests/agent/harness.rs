@@ -32,6 +32,8 @@ pub struct Client {
     pub writer: UnixStream,
     reader: FrameReader<UnixStream>,
     server: Option<JoinHandle<()>>,
+    /// Stdin bytes the agent has acknowledged so far (flow control).
+    pub acked: u64,
 }
 
 impl Client {
@@ -41,7 +43,7 @@ impl Client {
         let server = server();
         let handle = std::thread::spawn(move || server.serve_connection(theirs.into()));
         ours.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client { writer: ours.try_clone().unwrap(), reader: FrameReader::new(ours), server: Some(handle) }
+        Client { writer: ours.try_clone().unwrap(), reader: FrameReader::new(ours), server: Some(handle), acked: 0 }
     }
 
     /// Connects and sends an exec request.
@@ -56,16 +58,23 @@ impl Client {
     }
 
     /// The next frame; `None` when the server closed the connection.
+    /// `StdinAck` frames are counted in `acked` and skipped.
     pub fn recv(&mut self) -> Option<Frame> {
-        self.reader.next_frame().expect("reading a frame (timed out?)")
+        loop {
+            match self.reader.next_frame().expect("reading a frame (timed out?)") {
+                Some(Frame::StdinAck(n)) => self.acked += u64::from(n),
+                other => return other,
+            }
+        }
     }
 
     /// Reads frames until the server closes, collecting them.
     pub fn finish(mut self) -> Outcome {
-        let mut out = Outcome::default();
+        let mut out = Outcome { acked: self.acked, ..Outcome::default() };
         while let Some(frame) = self.recv() {
             out.push(frame);
         }
+        out.acked = self.acked;
         self.join_server();
         out
     }
@@ -95,10 +104,16 @@ pub struct Outcome {
     pub stderr: Vec<u8>,
     pub exit: Option<ExitStatus>,
     pub error: Option<RemoteError>,
+    /// Stdin bytes the agent acknowledged (flow control; not listed in `frames`).
+    pub acked: u64,
 }
 
 impl Outcome {
     pub fn push(&mut self, frame: Frame) {
+        if let Frame::StdinAck(n) = frame {
+            self.acked += u64::from(n);
+            return;
+        }
         let name = match frame {
             Frame::Started { pid } => {
                 self.started = Some(pid);

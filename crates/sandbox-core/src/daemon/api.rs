@@ -18,12 +18,31 @@ pub struct VersionInfo {
     pub api: u32,
     /// Daemon process id.
     pub pid: u32,
+    /// Identity of the daemon's executable (path, size, mtime): a client built
+    /// differently restarts the daemon, so the two never disagree about the API.
+    #[serde(default)]
+    pub build: String,
 }
 
 impl VersionInfo {
     /// This process's version info.
     pub fn current() -> VersionInfo {
-        VersionInfo { version: env!("CARGO_PKG_VERSION").into(), api: API_VERSION, pid: std::process::id() }
+        VersionInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            api: API_VERSION,
+            pid: std::process::id(),
+            build: build_id(),
+        }
+    }
+}
+
+/// This executable's identity: path, size and modification time (cheap: one `stat`).
+pub fn build_id() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(exe) = std::env::current_exe() else { return String::new() };
+    match std::fs::metadata(&exe) {
+        Ok(m) => format!("{}:{}:{}.{}", exe.display(), m.size(), m.mtime(), m.mtime_nsec()),
+        Err(_) => exe.display().to_string(),
     }
 }
 

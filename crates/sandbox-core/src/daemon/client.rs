@@ -180,8 +180,18 @@ pub struct DaemonCommand {
 /// A client for `home`'s daemon, starting the daemon first if nobody answers.
 pub fn connect_or_start(home: &Home, start: &DaemonCommand) -> Result<DaemonClient, ClientError> {
     let client = DaemonClient::new(home.daemon_socket());
-    if client.version().is_ok() {
-        return Ok(client);
+    match client.version() {
+        Ok(v) if v.build == super::api::build_id() => return Ok(client),
+        // A daemon from another build (an upgrade, a rebuild): replace it. Running
+        // sandboxes don't notice; they belong to their supervisors.
+        Ok(_) => {
+            let _ = client.stop_daemon();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while client.version().is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Err(_) => {}
     }
     start_daemon(home, start)?;
     Ok(client)
@@ -190,8 +200,7 @@ pub fn connect_or_start(home: &Home, start: &DaemonCommand) -> Result<DaemonClie
 /// Starts the daemon in the background and waits until it answers.
 pub fn start_daemon(home: &Home, start: &DaemonCommand) -> Result<VersionInfo, ClientError> {
     let failed = |m: String| ClientError::StartFailed(m);
-    std::fs::create_dir_all(home.root())
-        .map_err(|e| failed(format!("cannot create {}: {e}", home.root().display())))?;
+    home.ensure_private().map_err(|e| failed(format!("cannot create {}: {e}", home.root().display())))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -9,6 +9,6 @@ mod api;
 mod client;
 mod server;
 
-pub use api::{error_chain, ApiError, ErrorBody, VersionInfo, API_VERSION};
+pub use api::{build_id, error_chain, ApiError, ErrorBody, VersionInfo, API_VERSION};
 pub use client::{connect_or_start, start_daemon, ClientError, DaemonClient, DaemonCommand};
 pub use server::{serve, ServeError};

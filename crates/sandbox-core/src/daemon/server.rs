@@ -39,9 +39,14 @@ pub fn serve(manager: Manager) -> Result<(), ServeError> {
     let sock = home.daemon_socket();
     let io = |e| ServeError::Io(sock.clone(), e);
     let lock = File::create(home.root().join("daemon.lock")).map_err(io)?;
+    // A daemon being replaced lets go of the lock a moment after its socket is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     // SAFETY: `lock` is an open file kept alive until this function returns.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(ServeError::AlreadyRunning(home.root().to_path_buf()));
+    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(ServeError::AlreadyRunning(home.root().to_path_buf()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // We hold the lock, so any socket file left is from a dead daemon.
     let _ = std::fs::remove_file(&sock);

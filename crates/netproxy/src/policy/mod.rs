@@ -1,0 +1,34 @@
+//! The egress policy engine: rules, presets, address classes and decisions.
+//!
+//! Pure and synchronous: no sockets, no DNS, no async. The proxy calls
+//! [`Policy::decide`] with the host and port a sandbox asked for, resolves an
+//! allowed name itself, then calls [`Policy::decide_address`] for each
+//! address before connecting, so DNS answers cannot steer a connection to
+//! the host, the LAN or a metadata service. See [`compiled`] for the order of
+//! precedence and [`Rule::port_set`] for default ports.
+
+mod address;
+pub mod compiled;
+mod decision;
+mod host;
+mod index;
+mod preset;
+mod rule;
+mod shared;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod reference;
+
+#[cfg(test)]
+mod tests;
+
+pub use address::{classify, AddressClass, IpNet};
+pub use compiled::CompiledPolicy;
+pub use decision::{Decision, Origin, Reason, Remedy, Request, RuleEntry, Verdict};
+pub use host::{HostPattern, NameProblem, MAX_NAME_LEN};
+pub use preset::{Preset, PresetError};
+pub use rule::{
+    parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, Scope,
+    VALID_FORMS,
+};
+pub use shared::Policy;

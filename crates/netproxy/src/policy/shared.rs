@@ -1,0 +1,50 @@
+//! [`Policy`]: the live policy shared by every proxy connection.
+
+use std::sync::{Arc, RwLock};
+
+use super::compiled::CompiledPolicy;
+use super::decision::{Decision, Request};
+use super::preset::Preset;
+use super::rule::Rule;
+
+/// The current policy, shared by all connections and updated in place.
+///
+/// Readers take a snapshot (an `Arc` clone under a read lock held for a few
+/// nanoseconds); writers compile the new policy outside the lock and swap it
+/// in, so rule changes apply to running sandboxes at once and a long compile
+/// never blocks decisions. A connection that wants one consistent view for
+/// several decisions keeps its [`Policy::snapshot`].
+#[derive(Debug)]
+pub struct Policy {
+    current: RwLock<Arc<CompiledPolicy>>,
+}
+
+impl Policy {
+    /// A policy built from a preset and user rules.
+    pub fn new(preset: Preset, rules: &[Rule]) -> Policy {
+        Policy { current: RwLock::new(Arc::new(CompiledPolicy::compile(preset, rules))) }
+    }
+
+    /// The policy in force right now.
+    pub fn snapshot(&self) -> Arc<CompiledPolicy> {
+        // A poisoned lock still holds a complete Arc: the swap cannot panic midway.
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the preset and rules; later decisions see the new policy.
+    pub fn update(&self, preset: Preset, rules: &[Rule]) {
+        let next = Arc::new(CompiledPolicy::compile(preset, rules));
+        let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), next);
+        drop(old); // Freed outside the lock unless a reader still holds it.
+    }
+
+    /// [`CompiledPolicy::decide`] on the current policy.
+    pub fn decide(&self, req: &Request<'_>) -> Decision {
+        self.snapshot().decide(req)
+    }
+
+    /// [`CompiledPolicy::decide_address`] on the current policy.
+    pub fn decide_address(&self, req: &Request<'_>, ip: std::net::IpAddr) -> Decision {
+        self.snapshot().decide_address(req, ip)
+    }
+}
