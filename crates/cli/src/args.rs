@@ -57,6 +57,25 @@ pub enum Command {
         /// Sandbox names.
         names: Vec<String>,
     },
+    /// Show a checkpoint sandbox's changes against its base, like `git diff`.
+    Diff {
+        /// Sandbox name.
+        name: String,
+    },
+    /// The diff plus everything that deserves a human look before you trust it
+    /// (hooks, git config, CI files, scripts, executables, untracked files…).
+    Review {
+        /// Sandbox name.
+        name: String,
+    },
+    /// Bring a checkpoint sandbox's commits onto your current branch.
+    Apply {
+        /// Make one commit of them.
+        #[arg(long)]
+        squash: bool,
+        /// Sandbox name.
+        name: String,
+    },
     /// Build or locate the guest images (kernel, root filesystem, agent initramfs).
     Image {
         #[command(subcommand)]
@@ -91,6 +110,13 @@ pub struct SandboxOpts {
     /// Hypervisor backend: auto, qemu or vmm.
     #[arg(long, env = "MOAT_BACKEND")]
     pub backend: Option<String>,
+    /// Work on a new branch (`auto` picks a name) in a clone of the workspace's git
+    /// repository under `.moat/`; review it with `moat diff|review`, bring it back with `moat apply`.
+    #[arg(long, value_name = "NAME|auto")]
+    pub branch: Option<String>,
+    /// Like --branch, with the clone kept in Moat's folder instead of the repository's.
+    #[arg(long)]
+    pub clone: bool,
 }
 
 #[derive(Debug, Args)]

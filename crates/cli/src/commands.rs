@@ -45,6 +45,9 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Rm { force, all, names } => rm(&home, force, all, names),
         Command::Exec(a) => exec(&home, a),
         Command::Run(a) => run(&home, a),
+        Command::Diff { name } => checkpoint_cmd(&home, &name, Review::Diff),
+        Command::Review { name } => checkpoint_cmd(&home, &name, Review::Full),
+        Command::Apply { name, squash } => checkpoint_cmd(&home, &name, Review::Apply { squash }),
     }
 }
 
@@ -128,6 +131,8 @@ fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRe
         cpus: opts.cpus,
         memory: opts.memory.clone(),
         backend: opts.backend.clone(),
+        branch: opts.branch.clone(),
+        clone: opts.clone,
     }
 }
 
@@ -151,7 +156,7 @@ fn rm(home: &Home, force: bool, all: bool, names: Vec<String>) -> Result<i32> {
     if names.is_empty() && !all {
         bail!("name the sandboxes to remove, or use --all");
     }
-    each(&names, |n| match c.remove(n) {
+    each(&names, |n| match c.remove(n, force) {
         Err(ClientError::Api(e)) if force && e.error.code == "not_found" => Ok(()),
         r => r.map_err(Into::into),
     })
@@ -208,12 +213,16 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
             let req = create_request(&a.agent, &a.paths, &a.opts);
             let spec = req.resolve(&cwd, spec::HostSize::detect())?;
             match c.get(&spec.name) {
-                Ok(found) if found.spec.workspace != spec.workspace => bail!(
-                    "sandbox {:?} already exists for {}; pick another --name or remove it with `moat rm {}`",
-                    spec.name,
-                    found.spec.workspace.display(),
-                    spec.name
-                ),
+                Ok(found)
+                    if found.spec.checkpoint_repo.as_ref().unwrap_or(&found.spec.workspace) != &spec.workspace =>
+                {
+                    bail!(
+                        "sandbox {:?} already exists for {}; pick another --name or remove it with `moat rm {}`",
+                        spec.name,
+                        found.spec.workspace.display(),
+                        spec.name
+                    )
+                }
                 Ok(_) => spec.name,
                 Err(ClientError::Api(e)) if e.error.code == "not_found" => {
                     ensure_images(&spec.agent)?;
@@ -295,4 +304,58 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
         let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+enum Review {
+    Diff,
+    Full,
+    Apply { squash: bool },
+}
+
+/// `diff`, `review`, `apply`: git on the host, through moat-worktree's guarded runner.
+fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
+    let info = client(home)?.get(name)?;
+    let Some(mut c) = moat_sandbox_core::checkpoint::open(&info.spec)? else {
+        bail!("sandbox {name:?} has no review checkpoint; create one with `moat create --branch auto …`");
+    };
+    c.sync()?;
+    match what {
+        Review::Diff => {
+            let status = c.diff_command()?.status()?;
+            return Ok(status.code().unwrap_or(1));
+        }
+        Review::Full => {
+            let review = c.review()?;
+            let status = c.diff_command()?.status()?;
+            if review.is_empty() {
+                println!("\nmoat review: nothing beyond the diff needs a look.");
+            } else {
+                println!(
+                    "\nmoat review: {} thing(s) deserve a human look before you trust this work:",
+                    review.findings.len()
+                );
+                for f in &review.findings {
+                    println!("  - {f}");
+                }
+            }
+            return Ok(status.code().unwrap_or(1));
+        }
+        Review::Apply { squash } => {
+            let applied = c.apply(squash)?;
+            let how = if applied.fast_forward {
+                "fast-forward"
+            } else if squash {
+                "squashed"
+            } else {
+                "cherry-picked"
+            };
+            println!(
+                "applied {} commit(s) from {} ({how}); your branch is now at {}",
+                applied.commits,
+                c.branch(),
+                applied.head
+            );
+        }
+    }
+    Ok(0)
 }

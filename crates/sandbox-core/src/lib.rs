@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod checkpoint;
 pub mod daemon;
 pub mod images;
 pub mod manager;

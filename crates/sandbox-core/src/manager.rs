@@ -72,6 +72,9 @@ pub enum ManagerError {
     /// The VM did not stop.
     #[error("sandbox {0:?} did not stop in time")]
     StopTimeout(String),
+    /// Creating, inspecting or removing the review checkpoint failed (or would lose work).
+    #[error(transparent)]
+    Checkpoint(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How to launch a supervisor process: `program args… <run-dir>`.
@@ -189,7 +192,7 @@ impl Manager {
 
     /// Defines a sandbox (and formats its state disk); does not start it.
     pub fn create(&self, req: &CreateRequest, cwd: &Path) -> Result<SandboxInfo, ManagerError> {
-        let spec = req.resolve(cwd, HostSize::detect())?;
+        let mut spec = req.resolve(cwd, HostSize::detect())?;
         let guard = self.lock_name(&spec.name);
         let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
         if self.store().get(&spec.name)?.is_some() {
@@ -198,6 +201,13 @@ impl Manager {
         let id = new_id();
         let dir = self.home.sandbox_dir(&id);
         std::fs::create_dir_all(dir.join("run")).map_err(io_err("cannot create the sandbox folder", &dir))?;
+        let checkpoint = match crate::checkpoint::attach(&mut spec, req, &dir.join("workspace")) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let made = make_state_disk(&dir.join("state.ext4")).and_then(|()| {
             let record = Record { id: id.clone(), created_at: now(), spec };
             self.store().insert(&record)?;
@@ -206,6 +216,9 @@ impl Manager {
         match made {
             Ok(record) => Ok(self.info(record)),
             Err(e) => {
+                if let Some(c) = checkpoint {
+                    let _ = c.remove(true);
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
@@ -322,13 +335,19 @@ impl Manager {
         Ok(self.info(record))
     }
 
-    /// Stops and deletes a sandbox: its state disk, logs and record. Workspace folders are never touched.
-    pub fn remove(&self, name: &str) -> Result<(), ManagerError> {
+    /// Stops and deletes a sandbox: its state disk, logs and record. Workspace folders
+    /// are never touched, except a review checkpoint's clone, which is removed only
+    /// when it holds no work missing elsewhere — or with `force`.
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), ManagerError> {
         let guard = self.lock_name(name);
         let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.record(name)?;
+        if !force {
+            crate::checkpoint::check_removable(&record.spec)?;
+        }
         let run = self.run_dir(&record.id);
         stop_run(name, &run)?;
+        crate::checkpoint::remove(&record.spec, force)?;
         let dir = self.home.sandbox_dir(&record.id);
         let trash = self.home.root().join("sandboxes").join(format!(".trash-{}", record.id));
         // Move aside first: a crash after this point leaves only garbage that the next open clears.

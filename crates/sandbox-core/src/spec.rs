@@ -32,6 +32,14 @@ pub struct CreateRequest {
     /// Hypervisor backend: `auto` (default), `qemu` or `vmm`.
     #[serde(default)]
     pub backend: Option<String>,
+    /// Work on a review checkpoint of the workspace's git repository: a new
+    /// branch (`auto` or a name) in a clone under `<repo>/.moat/worktrees/`.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Like `branch`, but the clone lives in Moat's own folder and the branch comes
+    /// back to the repository as `refs/moat/clones/<branch>`.
+    #[serde(default)]
+    pub clone: bool,
 }
 
 /// A folder shared into the guest at the same absolute path.
@@ -60,6 +68,9 @@ pub struct SandboxSpec {
     pub memory_mib: u64,
     /// Backend choice as the user gave it (`auto`, `qemu`, `vmm`).
     pub backend: String,
+    /// The git repository whose review checkpoint the workspace is (see `moat_worktree`).
+    #[serde(default)]
+    pub checkpoint_repo: Option<PathBuf>,
 }
 
 impl SandboxSpec {
@@ -230,7 +241,16 @@ impl CreateRequest {
         if !matches!(backend.as_str(), "auto" | "qemu" | "vmm") {
             return Err(SpecError::BadBackend(backend));
         }
-        Ok(SandboxSpec { name, agent: self.agent.clone(), workspace, mounts, cpus, memory_mib, backend })
+        Ok(SandboxSpec {
+            name,
+            agent: self.agent.clone(),
+            workspace,
+            mounts,
+            cpus,
+            memory_mib,
+            backend,
+            checkpoint_repo: None,
+        })
     }
 }
 

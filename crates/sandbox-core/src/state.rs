@@ -139,6 +139,7 @@ mod tests {
                 cpus: 1,
                 memory_mib: 512,
                 backend: "auto".into(),
+                checkpoint_repo: None,
             },
         }
     }

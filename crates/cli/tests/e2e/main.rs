@@ -4,6 +4,7 @@
 //! prerequisites these tests skip loudly; `MOAT_REQUIRE_E2E=1` makes that a failure.
 
 mod api;
+mod checkpoint;
 mod exec;
 mod harness;
 mod lifecycle;

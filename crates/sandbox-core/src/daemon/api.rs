@@ -115,6 +115,7 @@ impl From<ManagerError> for ApiError {
             ManagerError::Images(_) => (StatusCode::SERVICE_UNAVAILABLE, "images_unavailable"),
             ManagerError::StartFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "start_failed"),
             ManagerError::StopTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "stop_timeout"),
+            ManagerError::Checkpoint(_) => (StatusCode::CONFLICT, "checkpoint"),
             ManagerError::Store(_) | ManagerError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, error_chain(&e))

@@ -118,9 +118,10 @@ impl DaemonClient {
         self.json("POST", &format!("/v1/sandboxes/{}/stop", encode(name)), None)
     }
 
-    /// `DELETE /v1/sandboxes/{name}`.
-    pub fn remove(&self, name: &str) -> Result<(), ClientError> {
-        self.json::<serde_json::Value>("DELETE", &format!("/v1/sandboxes/{}", encode(name)), None).map(drop)
+    /// `DELETE /v1/sandboxes/{name}[?force=true]`.
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), ClientError> {
+        let query = if force { "?force=true" } else { "" };
+        self.json::<serde_json::Value>("DELETE", &format!("/v1/sandboxes/{}{query}", encode(name)), None).map(drop)
     }
 
     /// `POST /v1/daemon/stop`.

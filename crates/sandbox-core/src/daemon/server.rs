@@ -144,7 +144,8 @@ async fn route(
         }
         (&Method::DELETE, ["v1", "sandboxes", name]) => {
             let name = name.to_string();
-            blocking(manager, move |m| m.remove(&name)).await?;
+            let force = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "force=true"));
+            blocking(manager, move |m| m.remove(&name, force)).await?;
             ok(serde_json::json!({ "removed": segments[2] }))
         }
         (&Method::POST, ["v1", "sandboxes", name, action @ ("start" | "stop")]) => {
