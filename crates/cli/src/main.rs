@@ -22,16 +22,5 @@ fn main() {
 
 /// The error and its causes on one line, without repeating a cause already quoted.
 fn chain(e: &anyhow::Error) -> String {
-    let mut s = String::new();
-    for cause in e.chain() {
-        let m = cause.to_string();
-        if s.contains(&m) {
-            continue;
-        }
-        if !s.is_empty() {
-            s.push_str(": ");
-        }
-        s.push_str(&m);
-    }
-    s
+    moat_sandbox_core::daemon::error_chain(e.as_ref())
 }

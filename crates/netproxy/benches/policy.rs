@@ -7,27 +7,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use moat_netproxy::policy::reference::LinearPolicy;
+use moat_netproxy::policy::reference::SplitMix64;
 use moat_netproxy::policy::{CompiledPolicy, Preset, Request, Rule};
 
 const TLDS: [&str; 6] = ["com", "org", "io", "net", "dev", "ai"];
 const SANDBOXES: [&str; 4] = ["web", "ci", "agent-1", "agent-2"];
 
-/// SplitMix64, so every run measures the same workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+type Rng = SplitMix64;
 
 fn domain(i: usize) -> String {
     format!("vendor{i}.{}", TLDS[i % TLDS.len()])
@@ -91,7 +77,7 @@ fn measure(reqs: &[(String, String, u16)], budget: Duration, decide: impl Fn(&Re
 }
 
 fn main() {
-    let mut rng = Rng(42);
+    let mut rng = SplitMix64(42);
     let rules: Vec<Rule> = rules(&mut rng).iter().map(|r| r.parse().expect("bench rule parses")).collect();
     let reqs = requests(&mut rng);
     let started = Instant::now();

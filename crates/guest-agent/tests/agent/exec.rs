@@ -189,3 +189,31 @@ fn client_disconnect_kills_the_process_group() {
     drop(client);
     assert!(eventually(5, || is_dead(leader) && is_dead(sleeper)), "processes survived the disconnect");
 }
+
+#[test]
+fn an_idle_stdin_stream_is_nudged_with_empty_acks_that_back_off() {
+    // The nudges work around a vsock backend that may sit on host data until the
+    // guest sends something; they must come while stdin is open, and slow down.
+    let mut client =
+        Client::exec(ExecRequest { argv: vec!["sleep".into(), "2".into()], stdin: true, ..Default::default() });
+    client.started();
+    let begin = std::time::Instant::now();
+    let mut nudges = Vec::new();
+    loop {
+        match client.recv_raw() {
+            Some(Frame::StdinAck(0)) => nudges.push(begin.elapsed()),
+            Some(Frame::Exit(_)) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(nudges.len() >= 3, "nudged {} times in 2 s", nudges.len());
+    assert!(nudges[0] < std::time::Duration::from_millis(500), "first nudge after {:?}", nudges[0]);
+    let gaps: Vec<_> = nudges.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.last() > gaps.first(), "the interval grows: {gaps:?}");
+    assert!(nudges.len() < 10, "backing off keeps them few: {}", nudges.len());
+
+    // Without stdin, nothing to nudge for.
+    let mut client = Client::exec(ExecRequest { argv: vec!["sleep".into(), "1".into()], ..Default::default() });
+    client.started();
+    assert!(matches!(client.recv_raw(), Some(Frame::Exit(_))));
+}

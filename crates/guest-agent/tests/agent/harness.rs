@@ -58,6 +58,11 @@ impl Client {
     }
 
     /// The next frame; `None` when the server closed the connection.
+    /// The next frame exactly as sent, flow-control acknowledgements included.
+    pub fn recv_raw(&mut self) -> Option<Frame> {
+        self.reader.next_frame().expect("reading a frame (timed out?)")
+    }
+
     /// `StdinAck` frames are counted in `acked` and skipped.
     pub fn recv(&mut self) -> Option<Frame> {
         loop {

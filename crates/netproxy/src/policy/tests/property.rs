@@ -3,25 +3,16 @@
 use std::mem::discriminant;
 use std::net::IpAddr;
 
-use super::super::reference::{pattern_matches, resource_covers_ip, LinearPolicy};
+use super::super::reference::{pattern_matches, resource_covers_ip, LinearPolicy, SplitMix64};
 use super::super::{Action, CompiledPolicy, Decision, Preset, Reason, Request, Resource, Rule, Scope, Verdict};
 
-/// SplitMix64: deterministic, no dependencies.
-struct Rng(u64);
+type Rng = SplitMix64;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+trait Pick {
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str;
+}
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
+impl Pick for SplitMix64 {
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
     }
@@ -106,7 +97,7 @@ fn agree(fast: &Decision, slow: &Decision, req: &Request<'_>, ip: Option<IpAddr>
 
 #[test]
 fn compiled_matcher_agrees_with_linear_reference() {
-    let mut rng = Rng(0x5eed);
+    let mut rng = SplitMix64(0x5eed);
     let mut checked = 0;
     let mut seen = [0usize; 3];
     for round in 0..300 {
