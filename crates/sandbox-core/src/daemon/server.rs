@@ -89,9 +89,15 @@ async fn handle(
     stop: Arc<watch::Sender<bool>>,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
+    let started = std::time::Instant::now();
+    let line = format!("{} {}", req.method(), req.uri().path());
     Ok(match route(manager, stop, req).await {
         Ok((status, body)) => json(status, body),
-        Err(e) => json(e.status(), serde_json::to_value(&e).expect("serializing an error")),
+        Err(e) => {
+            // Failures are worth a line in daemon.log (stderr); routine successes are not.
+            eprintln!("{line} -> {} {} ({} ms)", e.status, e.error.message, started.elapsed().as_millis());
+            json(e.status(), serde_json::to_value(&e).expect("serializing an error"))
+        }
     })
 }
 

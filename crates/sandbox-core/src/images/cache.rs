@@ -6,6 +6,7 @@
 //! leaves only a `.partial` directory, which the next builder removes.
 
 use super::hash::RecipeDigest;
+use super::io::PathIoError;
 use super::progress::Progress;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File};
@@ -28,18 +29,13 @@ pub enum CacheError {
     #[error("no cache directory: set MOAT_CACHE_DIR (or HOME)")]
     NoCacheDir,
     /// A directory, lock file or rename failed.
-    #[error("could not {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 impl CacheError {
     pub(crate) fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
-        move |source| CacheError::Io { action, path: path.to_path_buf(), source }
+        move |source| CacheError::Io(PathIoError { action, path: path.to_path_buf(), source })
     }
 }
 

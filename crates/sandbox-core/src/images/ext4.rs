@@ -3,13 +3,14 @@
 
 use super::command::{self, ToolError};
 use super::hash::RecipeDigest;
+use super::io::PathIoError;
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const BLOCK: u64 = 4096;
@@ -23,13 +24,8 @@ pub enum Ext4Error {
     #[error(transparent)]
     Tool(#[from] ToolError),
     /// Walking the tree failed.
-    #[error("could not {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// What went into an image.
@@ -99,7 +95,7 @@ fn set_ctimes(image: &Path, epoch: i64) -> Result<(), Ext4Error> {
     let script_path = image.with_extension("debugfs");
     let io_err = |action| {
         let path = script_path.clone();
-        move |source| Ext4Error::Io { action, path, source }
+        move |source| Ext4Error::Io(PathIoError { action, path, source })
     };
     fs::write(&script_path, script).map_err(io_err("write"))?;
     // Its stdout echoes every command; keep it out of the log.
@@ -142,7 +138,7 @@ fn walk(tree: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<(
     while let Some(path) = stack.pop() {
         let io_err = |action| {
             let path = path.clone();
-            move |source| Ext4Error::Io { action, path, source }
+            move |source| Ext4Error::Io(PathIoError { action, path, source })
         };
         let meta = fs::symlink_metadata(&path).map_err(io_err("stat"))?;
         if meta.is_dir() {

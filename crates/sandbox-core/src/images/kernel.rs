@@ -5,6 +5,7 @@
 use super::cache::{CacheError, CacheOutcome, ImageCache};
 use super::command::{self, Heartbeat, ToolError};
 use super::hash::RecipeHash;
+use super::io::PathIoError;
 use super::kconfig::dropped_options;
 use super::progress::Progress;
 use std::fs;
@@ -52,17 +53,12 @@ pub enum KernelError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// Reading or writing a build file failed.
-    #[error("could not {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KernelError + 'a {
-    move |source| KernelError::Io { action, path: path.to_path_buf(), source }
+    move |source| KernelError::Io(PathIoError { action, path: path.to_path_buf(), source })
 }
 
 impl ImageCache {

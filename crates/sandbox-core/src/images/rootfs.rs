@@ -6,9 +6,9 @@ use super::cache::{remove_tree, CacheError, CacheOutcome, ImageCache};
 use super::command::{self, Heartbeat, ToolError};
 use super::ext4;
 use super::hash::{RecipeDigest, RecipeHash};
+use super::io::PathIoError;
 use super::progress::Progress;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -86,13 +86,8 @@ pub enum RootfsError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// Reading or writing the tree failed.
-    #[error("could not {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 impl ImageCache {
@@ -147,7 +142,7 @@ fn build(recipe: &RootfsRecipe, step: &Step<'_>, digest: &RecipeDigest) -> Resul
     let tree = step.dir.join("tree");
     let io_err = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| RootfsError::Io { action, path, source }
+        move |source| RootfsError::Io(PathIoError { action, path, source })
     };
 
     let packages = recipe.package_list();
@@ -199,7 +194,7 @@ fn build(recipe: &RootfsRecipe, step: &Step<'_>, digest: &RecipeDigest) -> Resul
     step.stage("packing the tree into ext4");
     let size = ext4::make_image(&tree, &image, digest, SOURCE_DATE_EPOCH, &log).map_err(|e| match e {
         ext4::Ext4Error::Tool(t) => RootfsError::Tool(t),
-        ext4::Ext4Error::Io { action, path, source } => RootfsError::Io { action, path, source },
+        ext4::Ext4Error::Io(e) => RootfsError::Io(e),
     })?;
     step.stage(&format!(
         "{} MiB image, {} MiB of files, {} of {} inodes",
