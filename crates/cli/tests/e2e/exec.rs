@@ -185,6 +185,14 @@ fn many_execs_run_concurrently() {
         let out = c.wait_with_output().unwrap();
         assert_eq!(stdout(&out), format!("{i}\n"));
     }
+
+    // `exec -d` returns at once and the command lives on after the exec connection closes.
+    let begin = std::time::Instant::now();
+    m.ok(&["exec", "-d", "many", "sh", "-c", "sleep 2; echo detached > /tmp/d"]);
+    assert!(begin.elapsed() < std::time::Duration::from_secs(2), "exec -d waited for the command");
+    assert!(!m.run(&["exec", "many", "test", "-e", "/tmp/d"]).status.success(), "not finished yet");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(m.sh("many", "cat /tmp/d"), "detached\n");
 }
 
 fn sha256_hex(data: &[u8]) -> String {
