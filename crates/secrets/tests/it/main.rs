@@ -1,0 +1,6 @@
+//! Integration tests of the vault: real files in temp dirs, real crypto.
+
+mod crash;
+mod placeholders;
+mod storage;
+mod vault_ops;
