@@ -57,6 +57,11 @@ pub enum Command {
         /// Sandbox names.
         names: Vec<String>,
     },
+    /// Credentials the agent uses but never sees (the guest gets placeholders).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Show a checkpoint sandbox's changes against its base, like `git diff`.
     Diff {
         /// Sandbox name.
@@ -189,4 +194,42 @@ pub enum DaemonCommand {
     Status,
     /// Run the daemon in the foreground.
     Run,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a credential: `set -g SERVICE` or `set SANDBOX SERVICE`; the value comes
+    /// from -t, from --command (re-run on the host when older than --ttl), or from stdin.
+    Set {
+        /// For every sandbox.
+        #[arg(short, long)]
+        global: bool,
+        /// The value (avoid: it lands in your shell history; stdin is safer).
+        #[arg(short, long, conflicts_with = "command")]
+        token: Option<String>,
+        /// A host command that prints the value, e.g. `gh auth token`.
+        #[arg(long)]
+        command: Option<String>,
+        /// How long a --command's output is reused, e.g. 30s, 15m, 1h.
+        #[arg(long, default_value = "15m", requires = "command")]
+        ttl: String,
+        /// `SERVICE`, or `SANDBOX SERVICE`.
+        #[arg(required = true, num_args = 1..=2)]
+        target: Vec<String>,
+    },
+    /// List stored credentials (names, scopes, sources — never values).
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a credential: `rm -g SERVICE` or `rm SANDBOX SERVICE`.
+    Rm {
+        /// The global one.
+        #[arg(short, long)]
+        global: bool,
+        /// `SERVICE`, or `SANDBOX SERVICE`.
+        #[arg(required = true, num_args = 1..=2)]
+        target: Vec<String>,
+    },
 }

@@ -45,6 +45,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Rm { force, all, names } => rm(&home, force, all, names),
         Command::Exec(a) => exec(&home, a),
         Command::Run(a) => run(&home, a),
+        Command::Secret { command } => crate::secret::run(&home, command),
         Command::Diff { name } => checkpoint_cmd(&home, &name, Review::Diff),
         Command::Review { name } => checkpoint_cmd(&home, &name, Review::Full),
         Command::Apply { name, squash } => checkpoint_cmd(&home, &name, Review::Apply { squash }),
@@ -189,9 +190,11 @@ fn exec(home: &Home, a: ExecArgs) -> Result<i32> {
         wrapped.append(&mut argv);
         argv = wrapped;
     }
+    let mut env = sandbox_env(home, &info)?;
+    env.extend(parse_env(&a.env)?);
     let req = ExecRequest {
         argv,
-        env: parse_env(&a.env)?,
+        env,
         cwd: Some(a.workdir.clone().unwrap_or_else(|| info.spec.workspace.to_string_lossy().into_owned())),
         user: a.user.clone(),
         tty: a.tty.then_some(moat_sandbox_core::agent::WinSize { rows: 24, cols: 80 }),
@@ -240,7 +243,7 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     let argv = agent_argv(&info.spec.agent, &a.args);
     let req = ExecRequest {
         argv,
-        env: Vec::new(),
+        env: sandbox_env(home, &info)?,
         cwd: Some(info.spec.workspace.to_string_lossy().into_owned()),
         user: None,
         tty: interactive.then_some(moat_sandbox_core::agent::WinSize { rows: 24, cols: 80 }),
@@ -358,4 +361,10 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The environment every process of a sandbox starts with: placeholders for its credentials.
+fn sandbox_env(home: &Home, info: &SandboxInfo) -> Result<Vec<(String, String)>> {
+    let vault = moat_sandbox_core::credentials::open_vault(home)?;
+    Ok(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?)
 }

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod backend;
 pub mod checkpoint;
+pub mod credentials;
 pub mod daemon;
 pub mod images;
 pub mod manager;

@@ -67,6 +67,11 @@ impl Home {
         self.root.join("daemon.log")
     }
 
+    /// The credential vault and its key (see `moat_secrets`).
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+
     /// The folder of the sandbox with this id.
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.root.join("sandboxes").join(id)

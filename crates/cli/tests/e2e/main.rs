@@ -8,5 +8,6 @@ mod checkpoint;
 mod exec;
 mod harness;
 mod lifecycle;
+mod secrets;
 mod terminal;
 mod workspace;
