@@ -7,6 +7,7 @@ mod setup;
 mod test;
 mod tidy;
 mod util;
+mod vmm_smoke;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,8 @@ enum Command {
     },
     /// Run the benchmarks (release builds, real guests) and print the figures.
     Bench,
+    /// Boot moat-vmm's freestanding test guests through /dev/kvm; prints `vmm-smoke: ok` last.
+    VmmSmoke,
     /// Check repository rules (file sizes, docs, no ignored tests).
     Tidy,
 }
@@ -53,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run_tests(&args),
         Command::Tidy => tidy::check(),
         Command::Bench => bench::run_benches(),
+        Command::VmmSmoke => vmm_smoke::run(),
     }
 }

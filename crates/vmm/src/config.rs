@@ -1,0 +1,86 @@
+//! What a caller asks for when building a microVM.
+
+use std::time::Duration;
+
+/// Smallest guest RAM we accept: the payload is loaded at 1 MiB.
+pub const MIN_MEM_MIB: u32 = 2;
+/// Largest guest RAM we accept (1 TiB); a typo should not reserve the host.
+pub const MAX_MEM_MIB: u32 = 1 << 20;
+/// Default bound on buffered serial output (1 MiB).
+pub const DEFAULT_SERIAL_LIMIT: usize = 1 << 20;
+
+/// The shape of one microVM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Guest RAM in MiB.
+    pub mem_mib: u32,
+    /// Number of vCPUs. Only 1 is supported in this increment.
+    pub vcpus: u8,
+    /// Most bytes of serial output kept on the host before further output is
+    /// dropped (and counted). Draining the output makes room again.
+    pub serial_limit: usize,
+    /// Wall-clock budget for [`crate::MicroVm::run`]; past it the vCPU is
+    /// kicked out of the guest and the run ends with `RunOutcome::TimedOut`.
+    pub timeout: Duration,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self { mem_mib: 128, vcpus: 1, serial_limit: DEFAULT_SERIAL_LIMIT, timeout: Duration::from_secs(30) }
+    }
+}
+
+/// A [`VmConfig`] that cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("guest memory must be {MIN_MEM_MIB}..={MAX_MEM_MIB} MiB, got {0} MiB")]
+    MemorySize(u32),
+    #[error("only 1 vCPU is supported for now, got {0}")]
+    VcpuCount(u8),
+    #[error("the serial output limit must be at least 1 byte")]
+    SerialLimit,
+    #[error("the run timeout must be non-zero")]
+    Timeout,
+}
+
+impl VmConfig {
+    /// Checks the config before any resource is allocated.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
+            return Err(ConfigError::MemorySize(self.mem_mib));
+        }
+        if self.vcpus != 1 {
+            return Err(ConfigError::VcpuCount(self.vcpus));
+        }
+        if self.serial_limit == 0 {
+            return Err(ConfigError::SerialLimit);
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::Timeout);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(VmConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = |f: fn(&mut VmConfig)| {
+            let mut c = VmConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert_eq!(bad(|c| c.mem_mib = 1), ConfigError::MemorySize(1));
+        assert_eq!(bad(|c| c.vcpus = 2), ConfigError::VcpuCount(2));
+        assert_eq!(bad(|c| c.serial_limit = 0), ConfigError::SerialLimit);
+        assert_eq!(bad(|c| c.timeout = Duration::ZERO), ConfigError::Timeout);
+    }
+}

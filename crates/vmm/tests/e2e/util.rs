@@ -1,0 +1,71 @@
+//! Shared helpers: prerequisites and building guests in a temp dir.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Whether the e2e prerequisites are present. Without them this prints a
+/// loud SKIPPED line, or panics when `MOAT_REQUIRE_E2E=1`.
+pub fn e2e_available(test: &str, needs_gcc: bool) -> bool {
+    let missing: Vec<&str> = [
+        (!Path::new("/dev/kvm").exists()).then_some("/dev/kvm"),
+        (needs_gcc && Command::new("gcc").arg("--version").output().is_err()).then_some("gcc"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{test}: missing {}", missing.join(" and "));
+    if std::env::var("MOAT_REQUIRE_E2E").as_deref() == Ok("1") {
+        panic!("{msg} (MOAT_REQUIRE_E2E=1)");
+    }
+    // Written to the real stderr, not eprintln!: the test harness would hide
+    // captured output of a passing test, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {msg}; set MOAT_REQUIRE_E2E=1 to make this a failure");
+    false
+}
+
+fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests")
+}
+
+/// Compiles `tests/guests/<name>.c` into a static ELF linked at 1 MiB and
+/// returns its bytes. The build happens in a temp dir.
+pub fn build_guest(name: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join(name);
+    let src = guests_dir().join(format!("{name}.c"));
+    let output = Command::new("gcc")
+        .args(GUEST_CFLAGS)
+        .arg("-I")
+        .arg(guests_dir())
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("run gcc");
+    assert!(output.status.success(), "gcc failed for {}:\n{}", src.display(), String::from_utf8_lossy(&output.stderr));
+    std::fs::read(&out).expect("read guest ELF")
+}
+
+/// Freestanding, no SSE, no stack protector, one RWX segment at 1 MiB.
+pub const GUEST_CFLAGS: &[&str] = &[
+    "-O2",
+    "-ffreestanding",
+    "-nostdlib",
+    "-mgeneral-regs-only",
+    "-mno-sse",
+    "-mno-red-zone",
+    "-fno-pic",
+    "-fno-pie",
+    "-no-pie",
+    "-static",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-Wl,-N",
+    "-Wl,-Ttext=0x100000",
+    "-Wl,-e,_start",
+    "-Wl,--build-id=none",
+];
