@@ -1,1 +1,2 @@
-//! Examples of embedding Moat live in this package.
+//! Examples of embedding Moat's crates in another tool: see `embed.rs`
+//! (`cargo run -p moat-examples --example embed -- FOLDER COMMAND...`).
