@@ -2,8 +2,9 @@
 //!
 //! * cold: `moat run shell DIR -- true` on a new sandbox (create, boot, exec);
 //! * the supervisor's breakdown of that boot (devices, monitor, guest, agent);
-//! * baseline: `qemu-system-x86_64` started by hand with the same kernel, initramfs,
-//!   disks and vsock device (no virtio-fs share, no Moat) until the same ready line;
+//! * baseline: `qemu-system-x86_64` with the command line the QEMU backend builds
+//!   (same kernel, initramfs, disks, vsock device; no virtio-fs share, no daemon,
+//!   supervisor or mkfs), timed until the same ready line;
 //! * warm: `moat exec NAME true`, and the same exec through the library without the CLI.
 //!
 //! Usage: `cargo xtask bench` (or run this binary with `MOAT_AGENT_BIN` set).
@@ -15,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use moat_sandbox_core::agent::{AgentConn, ExecRequest};
-use moat_sandbox_core::backend::{find_tool, kernel_cmdline, Accel, BackendKind, Share, Tool, VmConfig};
+use moat_sandbox_core::backend::{
+    find_tool, Accel, BackendKind, DeviceSockets, Hypervisor, Qemu, Share, Tool, VmConfig,
+};
 use moat_sandbox_core::images::CachedImages;
 
 const COLD_RUNS: usize = 5;
@@ -143,46 +146,11 @@ fn bare_qemu_boot(scratch: &Path) -> Duration {
         shares: Vec::<Share>::new(),
         run_dir: dir.path().into(),
     };
+    // The very command the QEMU backend builds, minus Moat around it.
+    let sockets = DeviceSockets { vsock: vsock_backend.clone(), fs: Vec::new() };
+    let mut cmd = Qemu::locate().unwrap().command(&vm, &sockets).unwrap();
     let t = Instant::now();
-    let mut qemu = Command::new(find_tool(Tool::Qemu).unwrap())
-        .args([
-            "-M",
-            "microvm,acpi=off,auto-kernel-cmdline=on,pcie=off,rtc=on",
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-        ])
-        .args([
-            "-smp",
-            "1",
-            "-m",
-            "1024M",
-            "-object",
-            "memory-backend-memfd,id=mem,size=1024M,share=on",
-            "-machine",
-            "memory-backend=mem",
-        ])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&images.kernel)
-        .arg("-initrd")
-        .arg(&images.initramfs)
-        .args(["-append", &kernel_cmdline(&vm)])
-        .arg("-drive")
-        .arg(format!("id=root,format=raw,if=none,read-only=on,file={}", images.rootfs.display()))
-        .args(["-device", "virtio-blk-device,drive=root"])
-        .arg("-drive")
-        .arg(format!("id=state,format=raw,if=none,file={}", state.display()))
-        .args(["-device", "virtio-blk-device,drive=state"])
-        .arg("-chardev")
-        .arg(format!("socket,id=vsock,path={}", vsock_backend.display()))
-        .args(["-device", "vhost-user-vsock-device,chardev=vsock"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut qemu = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(qemu.stdout.take().unwrap()).lines();
     let elapsed = loop {
         match lines.next() {

@@ -35,13 +35,9 @@ pub fn cargo() -> Command {
     c
 }
 
-/// Whether a program is on PATH (or in ~/.cargo/bin).
+/// Whether a program is on PATH (or in ~/.cargo/bin, where `cargo install` puts it).
 pub fn have(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-    std::env::split_paths(&path)
-        .chain([home.join(".cargo/bin"), "/usr/sbin".into(), "/sbin".into()])
-        .any(|d| d.join(program).is_file())
+    moat_sandbox_core::backend::search_path(program).is_some()
 }
 
 /// Whether we run as root.

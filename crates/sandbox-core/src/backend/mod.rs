@@ -14,7 +14,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 pub use qemu::Qemu;
-pub use tools::{find_tool, Tool};
+pub use tools::{find_tool, search_path, Tool};
 
 /// Everything a monitor needs to start one sandbox VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,18 +48,23 @@ impl Tool {
     }
 }
 
-/// The path of `tool`: `$MOAT_<TOOL>` if set, else `$PATH`, else `~/.cargo/bin`, else `/usr/sbin`.
+/// The path of `tool`: `$MOAT_<TOOL>` if set, else [`search_path`].
 pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
     if let Some(p) = std::env::var_os(tool.env_override()).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(p));
     }
+    search_path(tool.binary()).ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
+}
+
+/// Finds an executable `program` on `$PATH`, then in `~/.cargo/bin` (where `cargo
+/// install` puts virtiofsd and the vsock backend) and the sbin/bin folders a
+/// non-login root shell may lack.
+pub fn search_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = [crate::paths::home_dir().join(".cargo/bin"), PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
-    std::env::split_paths(&path)
-        .chain(extra)
-        .map(|d| d.join(tool.binary()))
-        .find(|p| is_executable(p))
-        .ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
+    let extra = [crate::paths::home_dir().join(".cargo/bin")]
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    std::env::split_paths(&path).chain(extra).map(|d| d.join(program)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {

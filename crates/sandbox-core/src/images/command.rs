@@ -42,12 +42,7 @@ pub enum ToolError {
 /// Finds `tool` on `PATH` or in the sbin directories (which a non-root
 /// `PATH` often lacks).
 pub(crate) fn find_tool(tool: &str, hint: &'static str) -> Result<PathBuf, ToolError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| ToolError::NotFound { tool: tool.to_string(), hint })
+    crate::backend::search_path(tool).ok_or_else(|| ToolError::NotFound { tool: tool.to_string(), hint })
 }
 
 /// Runs a short query and returns its stdout (trimmed).
