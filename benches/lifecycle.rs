@@ -144,6 +144,7 @@ fn bare_qemu_boot(scratch: &Path) -> Duration {
         root_disk: images.rootfs.clone(),
         state_disk: state.clone(),
         shares: Vec::<Share>::new(),
+        egress: None,
         run_dir: dir.path().into(),
     };
     // The very command the QEMU backend builds, minus Moat around it.

@@ -1,4 +1,5 @@
-//! Building the shipped binaries: `moat` and the static guest agent beside it.
+//! Building the shipped binaries: `moat`, the vsock backend `moat-vsock`, and the
+//! static guest agent.
 
 use std::path::PathBuf;
 
@@ -37,33 +38,37 @@ pub fn agent() -> Result<PathBuf> {
 pub struct Built {
     /// The `moat` executable.
     pub moat: PathBuf,
+    /// The vhost-user vsock backend the supervisor runs.
+    pub vsock: PathBuf,
     /// The static guest agent (in `target/guest/`, where `moat` looks for it; a plain
     /// `cargo build` would put a dynamic one beside `moat`).
     pub agent: PathBuf,
 }
 
-/// Builds `moat` and the static agent.
+/// Builds `moat`, `moat-vsock` and the static agent.
 pub fn build(release: bool) -> Result<Built> {
     let agent = agent()?;
     let mut c = cargo();
-    c.args(["build", "--quiet", "-p", "moat-cli"]);
+    c.args(["build", "--quiet", "-p", "moat-cli", "-p", "moat-vsock"]);
     if release {
         c.arg("--release");
     }
     run(&mut c)?;
-    let moat = root().join("target").join(if release { "release" } else { "debug" }).join("moat");
-    Ok(Built { moat, agent })
+    let out = root().join("target").join(if release { "release" } else { "debug" });
+    Ok(Built { moat: out.join("moat"), vsock: out.join("moat-vsock"), agent })
 }
 
-/// Installs `moat` and the agent into `~/.cargo/bin`.
+/// Installs `moat`, `moat-vsock` and the agent into `~/.cargo/bin` (where the
+/// supervisor finds the vsock backend).
 pub fn install() -> Result<()> {
     let built = build(true)?;
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
     let bin = home.join(".cargo/bin");
     std::fs::create_dir_all(&bin)?;
     copy_exe(&built.moat, &bin.join("moat"))?;
+    copy_exe(&built.vsock, &bin.join("moat-vsock"))?;
     copy_exe(&built.agent, &bin.join("moat-guest-agent"))?;
-    eprintln!("==> installed moat and moat-guest-agent into {}", bin.display());
+    eprintln!("==> installed moat, moat-vsock and moat-guest-agent into {}", bin.display());
     Ok(())
 }
 

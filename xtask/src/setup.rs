@@ -27,9 +27,9 @@ const APT_PACKAGES: &[&str] = &[
     "lz4",
 ];
 
-/// Rust tools: the virtio-fs daemon and the vhost-user vsock backend, pinned.
-const CARGO_TOOLS: &[(&str, &str, &str)] =
-    &[("virtiofsd", "virtiofsd", "1.14.0"), ("vhost-device-vsock", "vhost-device-vsock", "0.3.0")];
+/// Rust tools from crates.io: the virtio-fs daemon, pinned. (The vsock backend,
+/// `moat-vsock`, is built from this workspace by `dist::install`.)
+const CARGO_TOOLS: &[(&str, &str, &str)] = &[("virtiofsd", "virtiofsd", "1.14.0")];
 
 pub fn run_setup() -> Result<()> {
     apt()?;

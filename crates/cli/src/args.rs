@@ -62,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// The network policy: what sandboxes may reach, and the log of what they tried.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Show a checkpoint sandbox's changes against its base, like `git diff`.
     Diff {
         /// Sandbox name.
@@ -231,5 +236,78 @@ pub enum SecretCommand {
         /// `SERVICE`, or `SANDBOX SERVICE`.
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// `network` (the only kind of rule today).
+    #[arg(value_parser = ["network"])]
+    pub kind: String,
+    /// Comma-separated: `example.com`, `*.example.com` (one label), `**.example.com` (any
+    /// depth), `**`, `host:port`, `host:*`, `localhost:PORT`, IPs and CIDRs.
+    pub resources: String,
+    /// For every sandbox (the default).
+    #[arg(short, long, conflicts_with = "sandbox")]
+    pub global: bool,
+    /// Only for this sandbox.
+    #[arg(long, value_name = "NAME")]
+    pub sandbox: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Allow connections (deny rules still win).
+    Allow(RuleArgs),
+    /// Deny connections, whatever else allows them.
+    Deny(RuleArgs),
+    /// List the preset and the rules.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also list the preset's own rules.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Remove rules: by id (`rm 3 4`) or as written (`rm allow network github.com`).
+    Rm {
+        /// Ids, or one rule's words.
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+        /// The rule's sandbox, when removing by words.
+        #[arg(long, value_name = "NAME")]
+        sandbox: Option<String>,
+    },
+    /// Show or choose the preset: allow-all, balanced or deny-all (user rules stay).
+    Preset {
+        /// The preset to use from now on.
+        name: Option<String>,
+    },
+    /// Delete every user rule and choose the preset again.
+    Reset {
+        /// The preset (asked for on a terminal, else balanced).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Don't ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// The connection log: what sandboxes reached or were refused.
+    Log {
+        /// Only this sandbox.
+        name: Option<String>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// How many recent entries.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new entries.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only denied connections.
+        #[arg(long)]
+        denied: bool,
     },
 }

@@ -46,6 +46,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Exec(a) => exec(&home, a),
         Command::Run(a) => run(&home, a),
         Command::Secret { command } => crate::secret::run(&home, command),
+        Command::Policy { command } => crate::policy::run(&home, command),
         Command::Diff { name } => checkpoint_cmd(&home, &name, Review::Diff),
         Command::Review { name } => checkpoint_cmd(&home, &name, Review::Full),
         Command::Apply { name, squash } => checkpoint_cmd(&home, &name, Review::Apply { squash }),
@@ -142,6 +143,7 @@ fn create(home: &Home, a: CreateArgs) -> Result<i32> {
     let req = create_request(&a.agent, &a.paths, &a.opts);
     // Validate here first: the user gets the message without a round trip, and nothing is half-made.
     req.resolve(&cwd, spec::HostSize::detect())?;
+    crate::policy::ensure_preset_chosen(home)?;
     let info = client(home)?.create(&req, &cwd)?;
     if a.quiet {
         println!("{}", info.spec.name);
@@ -228,6 +230,7 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
                 }
                 Ok(_) => spec.name,
                 Err(ClientError::Api(e)) if e.error.code == "not_found" => {
+                    crate::policy::ensure_preset_chosen(home)?;
                     ensure_images(&spec.agent)?;
                     c.create(&req, &cwd)?.spec.name
                 }

@@ -3,6 +3,7 @@
 mod args;
 mod attach;
 mod commands;
+mod policy;
 mod secret;
 
 use clap::Parser;

@@ -9,6 +9,9 @@
 //! adapter around the engine) is not here yet. This crate does not store rules;
 //! callers own persistence and hand it [`policy::Rule`] values.
 
+pub mod dns;
+pub mod log;
 pub mod policy;
+pub mod proxy;
 
 pub use policy::{Decision, Policy, Preset, Request, Rule, Verdict};

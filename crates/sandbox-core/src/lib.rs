@@ -8,13 +8,15 @@
 //! guest agent inside a running VM.
 //!
 //! This crate does not parse command lines or draw terminals (that is
-//! `moat-cli`), and it holds no policy, proxy, secret or git logic.
+//! `moat-cli`), and it holds no policy, proxy, secret or git logic: [`egress`] only stores
+//! rules and runs `moat-netproxy` for each VM.
 
 pub mod agent;
 pub mod backend;
 pub mod checkpoint;
 pub mod credentials;
 pub mod daemon;
+pub mod egress;
 pub mod images;
 pub mod manager;
 pub mod paths;

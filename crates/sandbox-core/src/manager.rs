@@ -258,6 +258,7 @@ impl Manager {
             state_disk: self.home.sandbox_dir(&record.id).join("state.ext4"),
             shares,
             run_dir: run.path().to_path_buf(),
+            egress: Some(crate::egress::EgressPaths::for_home(&self.home)),
         };
         if backend::kernel_cmdline(&vm).len() > backend::MAX_CMDLINE {
             return Err(ManagerError::StartFailed {
@@ -353,6 +354,10 @@ impl Manager {
         // Move aside first: a crash after this point leaves only garbage that the next open clears.
         let moved = std::fs::rename(&dir, &trash).is_ok();
         self.store().remove(name)?;
+        // Its own rules go with it (a later sandbox of the same name starts clean).
+        if let Ok(mut policy) = crate::egress::PolicyStore::open(&self.home.policy_database()) {
+            let _ = policy.remove_sandbox(name);
+        }
         if moved {
             let _ = std::fs::remove_dir_all(&trash);
         }

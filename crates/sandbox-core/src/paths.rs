@@ -72,6 +72,21 @@ impl Home {
         self.root.join("secrets")
     }
 
+    /// The network policy: preset and user rules (see [`crate::egress`]).
+    pub fn policy_database(&self) -> PathBuf {
+        self.root.join("policy.db")
+    }
+
+    /// The connection log every sandbox's proxy writes (bounded).
+    pub fn connection_log(&self) -> PathBuf {
+        self.root.join("connections.db")
+    }
+
+    /// The installation's proxy CA (certificate and `0600` key).
+    pub fn egress_ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+
     /// The folder of the sandbox with this id.
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.root.join("sandboxes").join(id)

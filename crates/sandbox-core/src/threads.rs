@@ -14,15 +14,21 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    // A new thread inherits the creator's mask: block all around the spawn, then restore.
+    with_signals_blocked(|| std::thread::spawn(f))
+}
+
+/// Runs `f` (which starts threads, e.g. a tokio runtime) with every signal
+/// blocked on this thread, then restores the mask: threads inherit their
+/// creator's mask.
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
     let mut old = SigSet::empty();
     let blocked =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old)).is_ok();
-    let handle = std::thread::spawn(f);
+    let out = f();
     if blocked {
         let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
-    handle
+    out
 }
 
 #[cfg(test)]

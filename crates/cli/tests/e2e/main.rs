@@ -5,6 +5,7 @@
 
 mod api;
 mod checkpoint;
+mod egress;
 mod exec;
 mod harness;
 mod lifecycle;

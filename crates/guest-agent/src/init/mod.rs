@@ -51,6 +51,10 @@ pub fn run() -> ! {
     let shares = mounts::mount_shares(&config.mounts);
     power::set_disks(power::Disks { shares, state });
 
+    let net = crate::egress::fetch_config();
+    if let Some(net) = &net {
+        crate::egress::start(net);
+    }
     let listener = match listen_vsock() {
         Ok(l) => l,
         Err(e) => {
@@ -59,7 +63,8 @@ pub fn run() -> ! {
         }
     };
     log!("ready");
-    let server = Arc::new(Server::new(ServerConfig::default(), || power_off()));
+    let config = ServerConfig { base_env: net.map(|n| n.env).unwrap_or_default(), ..ServerConfig::default() };
+    let server = Arc::new(Server::new(config, || power_off()));
     match server.serve(listener) {
         Ok(never) => match never {},
         Err(e) => log!("{}", chain(&e)),

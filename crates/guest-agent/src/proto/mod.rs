@@ -34,6 +34,8 @@
 
 use std::io::{self, Read, Write};
 
+pub mod egress;
+
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build.

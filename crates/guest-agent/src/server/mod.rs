@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// After the client disconnects mid-exec, how long between SIGHUP and SIGKILL.
     pub hangup_grace: Duration,
+    /// Environment every process gets before the request's own (the egress
+    /// proxy variables, CA bundle paths).
+    pub base_env: Vec<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             etc_dir: "/etc".into(),
             drain_grace: Duration::from_millis(250),
             hangup_grace: Duration::from_millis(500),
+            base_env: Vec::new(),
         }
     }
 }
@@ -224,7 +228,7 @@ impl Server {
                 (self.on_shutdown)();
             }
             Op::Exec(req) => {
-                let started = prepare::prepare(&req, &self.config.etc_dir, &self.config.default_user)
+                let started = prepare::prepare(&req, &self.config)
                     .and_then(|p| spawn::spawn(&p));
                 match started {
                     Ok(child) => {

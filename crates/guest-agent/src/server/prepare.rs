@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::users::{self, Account, UserError};
-use super::ExecError;
+use super::{ExecError, ServerConfig};
 use crate::proto::{ExecRequest, WinSize};
 
 /// The default `PATH` of every process.
@@ -34,9 +34,10 @@ pub struct Prepared {
     pub stdin: bool,
 }
 
-/// Resolves `req`; `etc` is where `passwd` and `group` live, `default_user` the user
-/// when the request names none.
-pub fn prepare(req: &ExecRequest, etc: &Path, default_user: &str) -> Result<Prepared, ExecError> {
+/// Resolves `req` under `config` (where `passwd` and `group` live, the user
+/// when the request names none, the environment every process gets).
+pub fn prepare(req: &ExecRequest, config: &ServerConfig) -> Result<Prepared, ExecError> {
+    let (etc, default_user) = (config.etc_dir.as_path(), config.default_user.as_str());
     let Some(arg0) = req.argv.first() else {
         return Err(ExecError::EmptyArgv);
     };
@@ -58,7 +59,7 @@ pub fn prepare(req: &ExecRequest, etc: &Path, default_user: &str) -> Result<Prep
         None => "/".to_string(),
     };
 
-    let env = environment(&account, req);
+    let env = environment(&account, &config.base_env, req);
     let path_var = env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let program =
         find_program(arg0, path_var, Path::new(&cwd)).ok_or_else(|| ExecError::ProgramNotFound(arg0.clone()))?;
@@ -77,8 +78,9 @@ pub fn prepare(req: &ExecRequest, etc: &Path, default_user: &str) -> Result<Prep
     })
 }
 
-/// Login defaults for `account`, then the request's overrides (last one wins).
-fn environment(account: &Account, req: &ExecRequest) -> Vec<(String, String)> {
+/// Login defaults for `account`, the server's base environment, then the
+/// request's overrides (last one wins).
+fn environment(account: &Account, base: &[(String, String)], req: &ExecRequest) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
         ("HOME".into(), account.home.clone()),
@@ -90,7 +92,7 @@ fn environment(account: &Account, req: &ExecRequest) -> Vec<(String, String)> {
     if req.tty.is_some() {
         env.push(("TERM".into(), "xterm-256color".into()));
     }
-    for (k, v) in &req.env {
+    for (k, v) in base.iter().chain(&req.env) {
         match env.iter_mut().find(|(ek, _)| ek == k) {
             Some(slot) => slot.1 = v.clone(),
             None => env.push((k.clone(), v.clone())),
@@ -142,13 +144,18 @@ mod tests {
             tty: Some(WinSize { rows: 1, cols: 1 }),
             ..Default::default()
         };
-        let env = environment(&account(), &req);
+        let base = [("https_proxy".to_string(), "http://gw:3128".to_string())];
+        let env = environment(&account(), &base, &req);
         let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PATH"), Some("/opt/bin"));
         assert_eq!(get("FOO"), Some("bar"));
         assert_eq!(get("TERM"), Some("xterm-256color"));
         assert_eq!(get("HOME"), Some("/home/agent"));
         assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+        assert_eq!(get("https_proxy"), Some("http://gw:3128"), "the base environment is there");
+        let req = ExecRequest { env: vec![("https_proxy".into(), "".into())], ..Default::default() };
+        let env = environment(&account(), &base, &req);
+        assert!(env.contains(&("https_proxy".into(), "".into())), "and the request can override it");
     }
 
     #[test]

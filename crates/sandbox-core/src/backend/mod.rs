@@ -41,6 +41,10 @@ pub struct VmConfig {
     pub shares: Vec<Share>,
     /// Folder for sockets, status and logs of this run.
     pub run_dir: PathBuf,
+    /// Where the VM's egress service finds the policy, CA and log. `None`:
+    /// no egress service, so the guest has no way out at all.
+    #[serde(default)]
+    pub egress: Option<crate::egress::EgressPaths>,
 }
 
 /// One virtio-fs share.
@@ -224,6 +228,7 @@ mod tests {
             root_disk: "r".into(),
             state_disk: "s".into(),
             shares: vec![Share { tag: "ws0".into(), path: "/a b/é".into(), read_only: true }],
+            egress: None,
             run_dir: "/run".into(),
         };
         let c = kernel_cmdline(&vm);

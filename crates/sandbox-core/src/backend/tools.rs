@@ -11,7 +11,7 @@ pub enum Tool {
     Qemu,
     /// `virtiofsd`.
     Virtiofsd,
-    /// `vhost-device-vsock`.
+    /// `moat-vsock` (this workspace's vhost-user vsock backend).
     VsockBackend,
     /// `mkfs.ext4`.
     MkfsExt4,
@@ -22,7 +22,7 @@ impl Tool {
         match self {
             Tool::Qemu => "qemu-system-x86_64",
             Tool::Virtiofsd => "virtiofsd",
-            Tool::VsockBackend => "vhost-device-vsock",
+            Tool::VsockBackend => "moat-vsock",
             Tool::MkfsExt4 => "mkfs.ext4",
         }
     }
@@ -40,9 +40,7 @@ impl Tool {
         match self {
             Tool::Qemu => "install it with `apt-get install qemu-system-x86` or run `cargo xtask setup`",
             Tool::Virtiofsd => "install it with `cargo install --locked virtiofsd` or run `cargo xtask setup`",
-            Tool::VsockBackend => {
-                "install it with `cargo install --locked vhost-device-vsock` or run `cargo xtask setup`"
-            }
+            Tool::VsockBackend => "build and install it from Moat's workspace with `cargo xtask install`",
             Tool::MkfsExt4 => "install it with `apt-get install e2fsprogs`",
         }
     }

@@ -44,6 +44,9 @@ pub enum SuperviseError {
     /// A process failed to start or to become ready.
     #[error("{0}")]
     Start(String),
+    /// The egress service (policy proxy, DNS) could not start.
+    #[error("cannot start the sandbox's network egress")]
+    Egress(#[from] crate::egress::EgressError),
 }
 
 /// Runs the VM described by `<run_dir>/vm.json` until it stops. Returns the process exit code.
@@ -152,6 +155,11 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     for stale in sockets.fs.iter().chain([&sockets.vsock, &run.vsock_socket()]) {
         let _ = std::fs::remove_file(stale);
     }
+    // The host ends of the guest's only way out, up before the guest can knock.
+    let _egress = match &vm.egress {
+        Some(paths) => Some(crate::egress::service::start(&vm.name, paths, &run.vsock_socket())?),
+        None => None,
+    };
     let mut children = Children(Vec::new());
     for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
         let mut c = Command::new(find_tool(Tool::Virtiofsd)?);

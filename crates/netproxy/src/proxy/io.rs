@@ -1,0 +1,177 @@
+//! Stream plumbing: a boxed stream type, a buffered reader that hands back
+//! what it read ahead, a stream that replays bytes already read, and a byte
+//! counter.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Any byte stream the proxy serves or connects through.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`]: every connection is boxed once at the entry point so the
+/// proxy's code is not generic over stream types.
+pub(crate) type BoxIo = Box<dyn Io>;
+
+/// How much is read from a stream at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A stream with a read-ahead buffer. Parsers look at [`Conn::buffered`],
+/// [`Conn::consume`] what they used, and [`Conn::fill`] when they need more;
+/// what was read but not consumed goes back out with [`Conn::into_parts`].
+/// It counts the bytes that cross it each way.
+pub(crate) struct Conn {
+    io: BoxIo,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Bytes read from the stream so far.
+    pub(crate) read: u64,
+    /// Bytes written to the stream so far.
+    pub(crate) written: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(io: BoxIo) -> Conn {
+        Conn { io, buf: Vec::new(), pos: 0, read: 0, written: 0 }
+    }
+
+    /// Bytes read but not yet consumed.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` buffered bytes as used.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` at end of stream. The caller bounds
+    /// how much it lets accumulate.
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + READ_CHUNK, 0);
+        let n = match self.io.read(&mut self.buf[old..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(old);
+                return Err(e);
+            }
+        };
+        self.buf.truncate(old + n);
+        self.read += n as u64;
+        Ok(n)
+    }
+
+    /// Writes all of `bytes` to the stream and flushes.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.written += bytes.len() as u64;
+        self.io.flush().await
+    }
+
+    /// Shuts the stream down for writing (TLS: sends close_notify).
+    pub(crate) async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+
+    /// The stream and the bytes read ahead of the consumer.
+    pub(crate) fn into_parts(mut self) -> (BoxIo, Vec<u8>) {
+        let rest = self.buf.split_off(self.pos);
+        (self.io, rest)
+    }
+}
+
+/// A stream whose first reads return `prefix` (bytes already read from it).
+pub(crate) struct Prefixed {
+    prefix: Vec<u8>,
+    pos: usize,
+    io: BoxIo,
+}
+
+impl Prefixed {
+    pub(crate) fn new(prefix: Vec<u8>, io: BoxIo) -> Prefixed {
+        Prefixed { prefix, pos: 0, io }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A stream that counts the bytes read from and written to it (for tunnels,
+/// whose bytes bypass [`Conn`]).
+pub(crate) struct Counted {
+    io: BoxIo,
+    pub(crate) read: u64,
+    pub(crate) written: u64,
+}
+
+impl Counted {
+    pub(crate) fn new(io: BoxIo) -> Counted {
+        Counted { io, read: 0, written: 0 }
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.read += (buf.filled().len() - before) as u64;
+        poll
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.written += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,183 @@
+//! A tunnel once its destination is allowed: look at the client's first
+//! bytes, check them against the destination, then relay them untouched or
+//! — only if the interception hook asks — terminate TLS and forward request
+//! by request.
+//!
+//! Rules for what may cross a tunnel to a host *name*: TLS whose server name
+//! (SNI) is that name; anything else (TLS without SNI, other protocols)
+//! only if the deciding allow rule names the port explicitly, as in
+//! `allow network github.com:22`. A tunnel to an IP literal carries anything:
+//! the policy decided on the very address the bytes go to.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsAcceptor;
+
+use crate::log::{LogMode, LogVerdict};
+use crate::policy::{Decision, Ports, Reason};
+
+use super::forward::{self, Mode};
+use super::io::{Conn, Counted, Prefixed};
+use super::record::Tracker;
+use super::reply;
+use super::server::Inner;
+use super::sni::{self, Hello, MAX_INPUT};
+use super::target::ip_literal;
+use super::upstream::Connected;
+
+/// What a tunnel's first bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sniff {
+    /// A TLS ClientHello, with its server name if it has one.
+    Tls(Option<String>),
+    /// Something that starts like TLS but is not a valid ClientHello.
+    BadTls(&'static str),
+    /// An HTTP/1 request line.
+    Http,
+    /// Some other protocol.
+    Other,
+    /// Nothing yet: a protocol where the server speaks first, or a closed client.
+    Silent,
+}
+
+/// Reads until the first bytes can be classified. Waits `first_byte` for the
+/// client to say anything, and until `complete` for a whole ClientHello.
+pub(crate) async fn sniff(conn: &mut Conn, first_byte: Duration, complete: Duration) -> Sniff {
+    let start = tokio::time::Instant::now();
+    loop {
+        let buf = conn.buffered();
+        if let Some(found) = classify(buf) {
+            return found;
+        }
+        if buf.len() >= MAX_INPUT {
+            return Sniff::BadTls("the ClientHello is too large");
+        }
+        let wait = if buf.is_empty() { first_byte } else { complete };
+        match tokio::time::timeout_at(start + wait, conn.fill()).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => {
+                return match conn.buffered() {
+                    [] => Sniff::Silent,
+                    [22, ..] => Sniff::BadTls("the ClientHello is incomplete"),
+                    _ => Sniff::Other,
+                }
+            }
+        }
+    }
+}
+
+fn classify(buf: &[u8]) -> Option<Sniff> {
+    match buf.first()? {
+        22 => match sni::parse(buf) {
+            Hello::Incomplete => None,
+            Hello::NotTls => Some(Sniff::Other),
+            Hello::Parsed { sni } => Some(Sniff::Tls(sni)),
+            Hello::Invalid(why) => Some(Sniff::BadTls(why)),
+        },
+        _ => {
+            for (i, &b) in buf.iter().enumerate().take(17) {
+                match b {
+                    b'A'..=b'Z' => {}
+                    b' ' if i > 0 => return Some(Sniff::Http),
+                    _ => return Some(Sniff::Other),
+                }
+            }
+            (buf.len() >= 17).then_some(Sniff::Other)
+        }
+    }
+}
+
+/// Checks the first bytes against the tunnel's destination (see the module docs).
+pub(crate) fn check(host: &str, port: u16, decision: &Decision, sniff: &Sniff) -> Result<(), String> {
+    if ip_literal(host).is_some() {
+        return Ok(());
+    }
+    let names_port = matches!(&decision.reason, Reason::Rule(e) if e.rule.resource.ports() == Ports::One(port));
+    let explicit = format!("only a rule naming the port, like 'allow network {host}:{port}', allows");
+    match sniff {
+        Sniff::BadTls(why) => Err(format!("malformed TLS ClientHello: {why}")),
+        Sniff::Tls(Some(name)) if name != host => {
+            Err(format!("the TLS server name {name} differs from the tunnel's host {host} (domain fronting)"))
+        }
+        Sniff::Tls(Some(_)) => Ok(()),
+        _ if names_port => Ok(()),
+        Sniff::Tls(None) => Err(format!("TLS without a server name (SNI); {explicit} that")),
+        Sniff::Http | Sniff::Other | Sniff::Silent => Err(format!("not TLS; {explicit} other protocols")),
+    }
+}
+
+/// Tells a refused client why, in the protocol it started speaking.
+pub(crate) async fn refuse(client: &mut Conn, sniff: &Sniff, why: &str) {
+    let _ = match sniff {
+        Sniff::Tls(_) | Sniff::BadTls(_) => client.write_all(&reply::TLS_ACCESS_DENIED).await,
+        Sniff::Http => client.write_all(&reply::refused(why)).await,
+        Sniff::Other | Sniff::Silent => Ok(()),
+    };
+}
+
+/// An allowed, checked tunnel.
+pub(crate) struct Tunnel<'a> {
+    pub(crate) sandbox: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    pub(crate) sniff: &'a Sniff,
+    /// The upstream connection, to an address the policy allowed.
+    pub(crate) connected: Connected,
+}
+
+/// Relays or intercepts `tunnel`. `intercept_mode` is what the record says
+/// if it is intercepted.
+pub(crate) async fn run(inner: &Inner, client: Conn, tunnel: Tunnel<'_>, mut tracker: Tracker, intercept_mode: LogMode) {
+    let Tunnel { sandbox, host, port, sniff, connected } = tunnel;
+    let wanted = match (sniff, &inner.intercept) {
+        (Sniff::Tls(Some(_)), Some(hook)) if ip_literal(host).is_none() => hook.wants(sandbox, host, port),
+        _ => false,
+    };
+    if !wanted {
+        return relay(client, connected, tracker).await;
+    }
+    tracker.mode(intercept_mode);
+    let config = match inner.ca.server_config(host) {
+        Ok(config) => config,
+        Err(e) => {
+            tracker.note(format!("cannot mint a certificate for {host}: {e}"));
+            return tracker.finish(LogVerdict::Failed);
+        }
+    };
+    let (io, read_ahead) = client.into_parts();
+    let accept = TlsAcceptor::from(config).accept(Prefixed::new(read_ahead, io));
+    let tls = match tokio::time::timeout(inner.limits.hello_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracker.note(format!("TLS with the guest failed (does it trust the Moat CA?): {e}"));
+            return tracker.finish(LogVerdict::Failed);
+        }
+        Err(_) => {
+            tracker.note("the guest's TLS handshake timed out");
+            return tracker.finish(LogVerdict::Failed);
+        }
+    };
+    let mut conn = Conn::new(Box::new(tls));
+    let mut mode = Mode::Intercepted { host: host.to_string(), port, preconnected: Some(connected) };
+    forward::serve_http(inner, &mut conn, sandbox, &mut mode).await;
+    conn.shutdown().await;
+    tracker.bytes(conn.read, conn.written);
+    tracker.finish(LogVerdict::Allowed);
+}
+
+/// Copies bytes both ways until both sides are done.
+async fn relay(client: Conn, connected: Connected, mut tracker: Tracker) {
+    let (mut io, read_ahead) = client.into_parts();
+    let mut up = Counted::new(Box::new(connected.tcp));
+    let result = async {
+        up.write_all(&read_ahead).await?;
+        tokio::io::copy_bidirectional(&mut io, &mut up).await
+    }
+    .await;
+    tracker.bytes(up.written, up.read);
+    if let Err(e) = result {
+        tracker.note(format!("the tunnel ended with an error: {e}"));
+    }
+    tracker.finish(LogVerdict::Allowed);
+}

@@ -1,0 +1,208 @@
+//! Credential injection: the proxy's [`Intercept`] hook backed by the vault.
+//!
+//! A sandbox's processes hold placeholders (see [`crate::credentials`]).
+//! For a TLS connection to a managed service's own host (one with a
+//! credential for this sandbox, port 443), the proxy terminates TLS and this
+//! hook, request by request:
+//! - swaps each of *this sandbox's* placeholders for *that service* in any
+//!   header word (`Bearer ph`, `token ph`, a bare `ph`) or inside HTTP Basic
+//!   credentials (git's `x-access-token:ph`) for the real value;
+//! - drops any header carrying a real-looking credential of that service
+//!   the guest supplied itself (only placeholders are trusted to be ours);
+//! - leaves other placeholders alone and notes them.
+//!
+//! Nothing is ever injected on plain HTTP, into another host, or after a
+//! redirect (each request is judged by its own host, and clients send the
+//! placeholder again, unchanged). Plain-HTTP requests carrying a placeholder
+//! are noted in the connection log.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use moat_netproxy::proxy::{Headers, Intercept};
+use moat_secrets::{catalog, Scope, Vault};
+
+/// The vault-backed hook.
+#[derive(Debug)]
+pub struct CredentialInjector {
+    vault: Vault,
+}
+
+impl CredentialInjector {
+    /// A hook reading `vault` (changes to it apply to the next request).
+    pub fn new(vault: Vault) -> CredentialInjector {
+        CredentialInjector { vault }
+    }
+
+    /// The built-in service whose own host `host` is, if it has a credential for `sandbox`.
+    fn managed(&self, sandbox: &str, host: &str) -> Option<&'static catalog::Service> {
+        let service = catalog::SERVICES.iter().find(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))?;
+        let configured = self.vault.list().ok()?.into_iter().any(|e| {
+            e.service == service.id && (e.scope == Scope::Global || e.scope == Scope::Sandbox(sandbox.into()))
+        });
+        configured.then_some(service)
+    }
+}
+
+/// What one header word turned out to be.
+enum Word {
+    Keep,
+    Replace(String),
+    Strip,
+}
+
+impl Intercept for CredentialInjector {
+    fn wants(&self, sandbox: &str, host: &str, port: u16) -> bool {
+        port == 443 && self.managed(sandbox, host).is_some()
+    }
+
+    fn rewrite(&self, sandbox: &str, host: &str, headers: &mut Headers) -> Option<String> {
+        let service = self.managed(sandbox, host)?;
+        let mut notes = Vec::new();
+        let mut real: Option<moat_secrets::Secret> = None;
+        let mut classify = |word: &str, notes: &mut Vec<String>| -> Word {
+            if let Some(owner) = self.vault.is_placeholder_for(word, sandbox) {
+                if owner != service.id {
+                    notes.push(format!("placeholder for {owner} sent to {host}; left as is"));
+                    return Word::Keep;
+                }
+                if real.is_none() {
+                    match self.vault.resolve(sandbox, service.id) {
+                        Ok(Some(v)) => real = Some(v),
+                        Ok(None) => return Word::Keep,
+                        Err(e) => {
+                            notes.push(format!("{} credential unavailable: {e}", service.id));
+                            return Word::Keep;
+                        }
+                    }
+                }
+                return Word::Replace(real.as_ref().map(|s| s.expose().to_string()).unwrap_or_default());
+            }
+            if self.vault.looks_like_real_credential(service.id, word) {
+                notes.push(format!("stripped a {} credential the sandbox supplied itself", service.id));
+                return Word::Strip;
+            }
+            Word::Keep
+        };
+        let mut injected = false;
+        let mut stripped = Vec::new();
+        let mut edits = Vec::new();
+        for (name, value) in headers.iter() {
+            let Ok(text) = std::str::from_utf8(value) else { continue };
+            match rewrite_value(text, &mut |w| classify(w, &mut notes)) {
+                Rewritten::Same => {}
+                Rewritten::Strip => stripped.push(name.to_string()),
+                Rewritten::New(v) => edits.push((name.to_string(), v)),
+            }
+        }
+        for (name, value) in edits {
+            injected |= headers.set(&name, value.as_bytes()).is_ok();
+        }
+        for name in stripped {
+            headers.remove(&name);
+        }
+        if injected {
+            notes.insert(0, format!("injected the {} credential", service.id));
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+
+    fn inspect(&self, sandbox: &str, host: &str, headers: &Headers) -> Option<String> {
+        for (_, value) in headers.iter() {
+            let Ok(text) = std::str::from_utf8(value) else { continue };
+            for word in words_and_basic(text) {
+                if let Some(owner) = self.vault.is_placeholder_for(&word, sandbox) {
+                    return Some(format!("placeholder for {owner} sent over plain HTTP to {host}; not replaced"));
+                }
+            }
+        }
+        None
+    }
+}
+
+enum Rewritten {
+    Same,
+    Strip,
+    New(String),
+}
+
+/// Applies `f` to every space-separated word of a header value, and to the
+/// user and password of `Basic` credentials.
+fn rewrite_value(value: &str, f: &mut dyn FnMut(&str) -> Word) -> Rewritten {
+    let mut changed = false;
+    let mut out: Vec<String> = Vec::new();
+    let words: Vec<&str> = value.split(' ').collect();
+    let basic = words.len() == 2 && words[0].eq_ignore_ascii_case("basic");
+    for (i, word) in words.iter().enumerate() {
+        if basic && i == 1 {
+            match rewrite_basic(word, f) {
+                Rewritten::Same => out.push(word.to_string()),
+                Rewritten::Strip => return Rewritten::Strip,
+                Rewritten::New(v) => {
+                    changed = true;
+                    out.push(v);
+                }
+            }
+            continue;
+        }
+        match f(word) {
+            Word::Keep => out.push(word.to_string()),
+            Word::Strip => return Rewritten::Strip,
+            Word::Replace(v) => {
+                changed = true;
+                out.push(v);
+            }
+        }
+    }
+    if changed {
+        Rewritten::New(out.join(" "))
+    } else {
+        Rewritten::Same
+    }
+}
+
+/// The credentials part of a `Basic` value, rewritten (still base64).
+fn rewrite_basic(encoded: &str, f: &mut dyn FnMut(&str) -> Word) -> Rewritten {
+    let Some(plain) = STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()) else {
+        return Rewritten::Same;
+    };
+    let Some((user, pass)) = plain.split_once(':') else { return Rewritten::Same };
+    let mut parts = [user.to_string(), pass.to_string()];
+    let mut changed = false;
+    for part in parts.iter_mut() {
+        match f(part) {
+            Word::Keep => {}
+            Word::Strip => return Rewritten::Strip,
+            Word::Replace(v) => {
+                *part = v;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        Rewritten::New(STANDARD.encode(format!("{}:{}", parts[0], parts[1])))
+    } else {
+        Rewritten::Same
+    }
+}
+
+/// Every word of a header value, plus Basic credentials' user and password.
+fn words_and_basic(value: &str) -> Vec<String> {
+    let mut out: Vec<String> = value.split(' ').map(String::from).collect();
+    if let [scheme, encoded] = out.as_slice() {
+        if scheme.eq_ignore_ascii_case("basic") {
+            if let Some((u, p)) = STANDARD
+                .decode(encoded)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+            {
+                out.push(u);
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

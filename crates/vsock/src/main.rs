@@ -1,0 +1,72 @@
+//! `moat-vsock`: a vhost-user vsock backend, a drop-in for `vhost-device-vsock`
+//! on Moat's command line. It serves one frontend and exits when it goes;
+//! SIGTERM, SIGINT and SIGHUP end it too.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "vhost-user virtio-vsock backend with hybrid Unix sockets")]
+struct Args {
+    /// The guest's CID.
+    #[arg(long)]
+    guest_cid: u64,
+    /// vhost-user socket to listen on for the VMM.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Hybrid vsock socket for host processes (`CONNECT <port>\n`); the guest's
+    /// connections to host port P go to `<uds-path>_P`.
+    #[arg(long)]
+    uds_path: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = moat_vsock::Config { guest_cid: args.guest_cid, socket: args.socket, uds_path: args.uds_path };
+    // A bug must end the process, not leave a worker thread dead and the guest's
+    // sockets silently wedged.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::exit(101);
+    }));
+    // Every thread inherits the mask; one thread takes the signals and exits cleanly.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("moat-vsock: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cleanup = config.clone();
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            remove_sockets(&cleanup);
+            std::process::exit(0);
+        }
+    });
+    let served = moat_vsock::serve(&config);
+    remove_sockets(&config);
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("moat-vsock: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn remove_sockets(config: &moat_vsock::Config) {
+    moat_vsock::vhost_user::remove_socket(&config.uds_path);
+    moat_vsock::vhost_user::remove_socket(&config.socket);
+}
