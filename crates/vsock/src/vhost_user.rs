@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::Listener;
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
@@ -78,7 +78,11 @@ pub fn serve(config: &Config) -> Result<(), ServeError> {
         w.send_exit_event();
     }
     remove_socket(&config.socket);
-    served.map_err(|e| vhost_err(&e))
+    match served {
+        // The frontend went away (QEMU exited, or was killed mid-message): the normal end.
+        Ok(()) | Err(DaemonError::HandleRequest(VhostUserError::Disconnected | VhostUserError::PartialMessage)) => Ok(()),
+        Err(e) => Err(vhost_err(&e)),
+    }
 }
 
 /// Removes a socket file this process created (never anything else).

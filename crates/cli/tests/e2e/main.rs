@@ -8,6 +8,7 @@ mod checkpoint;
 mod egress;
 mod exec;
 mod harness;
+mod injection;
 mod lifecycle;
 mod secrets;
 mod terminal;

@@ -2,7 +2,7 @@
 //!
 //! A sandbox's processes hold placeholders (see [`crate::credentials`]).
 //! For a TLS connection to a managed service's own host (one with a
-//! credential for this sandbox, port 443), the proxy terminates TLS and this
+//! credential for this sandbox), the proxy terminates TLS and this
 //! hook, request by request:
 //! - swaps each of *this sandbox's* placeholders for *that service* in any
 //!   header word (`Bearer ph`, `token ph`, a bare `ph`) or inside HTTP Basic
@@ -51,8 +51,11 @@ enum Word {
 }
 
 impl Intercept for CredentialInjector {
-    fn wants(&self, sandbox: &str, host: &str, port: u16) -> bool {
-        port == 443 && self.managed(sandbox, host).is_some()
+    /// Asked only for TLS connections (the proxy never intercepts anything
+    /// else), so the port does not matter: the certificate check against the
+    /// service's own name does.
+    fn wants(&self, sandbox: &str, host: &str, _port: u16) -> bool {
+        self.managed(sandbox, host).is_some()
     }
 
     fn rewrite(&self, sandbox: &str, host: &str, headers: &mut Headers) -> Option<String> {

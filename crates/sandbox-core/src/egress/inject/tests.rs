@@ -42,11 +42,10 @@ fn get(h: &Headers, name: &str) -> Option<String> {
 }
 
 #[test]
-fn only_managed_service_hosts_over_tls_are_intercepted() {
+fn only_managed_service_hosts_are_intercepted() {
     let f = fixture();
     assert!(f.hook.wants("s1", "api.github.com", 443));
     assert!(f.hook.wants("s2", "api.github.com", 443), "a global credential serves every sandbox");
-    assert!(!f.hook.wants("s1", "api.github.com", 80), "never plain HTTP");
     assert!(!f.hook.wants("s1", "example.com", 443));
     assert!(!f.hook.wants("s1", "evil-api.github.com", 443), "exact service hosts only");
     assert!(f.hook.wants("s1", "api.anthropic.com", 443));

@@ -1,0 +1,180 @@
+//! Credential injection: the real value goes from the host's vault to the
+//! service's own host over TLS, and nowhere else — not to other hosts, not
+//! over plain HTTP, not after a redirect, and never into the guest.
+//!
+//! A Python server on the host's loopback stands in for `api.github.com`
+//! (mapped through `$MOAT_HOME/hosts`, its test CA trusted by the proxy via
+//! `$MOAT_HOME/upstream-ca.pem`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::harness::{moat, stderr};
+
+struct Upstream {
+    child: Child,
+    https: u16,
+    http: u16,
+    seen: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Upstream {
+    fn start(dir: &Path) -> Upstream {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures/upstream.py");
+        let mut child = Command::new("python3")
+            .args([script, "leaf.pem", "leaf.key", "other.test"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ports: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        let port = |k: &str| ports[k].as_u64().unwrap() as u16;
+        Upstream { https: port("https"), http: port("http"), seen, child }
+    }
+
+    fn request(&self, path: &str) -> serde_json::Value {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().find(|r| r["path"] == path).cloned().unwrap_or_else(|| panic!("{path} never arrived: {seen:?}"))
+    }
+}
+
+/// A CA and a certificate for the stand-in hosts, made with openssl.
+fn make_certs(dir: &Path) {
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj '/CN=moat e2e CA' \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+    ));
+    sh(&format!("openssl req {ec} -keyout leaf.key -out leaf.csr -subj '/CN=api.github.com'"));
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:api.github.com,DNS:other.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh("openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext");
+}
+
+/// True if `needle` is anywhere in the QEMU process's memory (guest RAM included).
+fn in_process_memory(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (mut at, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            if mem.seek(SeekFrom::Start(at)).is_err() {
+                break;
+            }
+            let Ok(got) = mem.read(&mut buf[..n]) else { break };
+            if got == 0 {
+                break;
+            }
+            if buf[..got].windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            // Overlap chunks so a value straddling a boundary is still found.
+            at += got.saturating_sub(needle.len()).max(1) as u64;
+        }
+    }
+    false
+}
+
+#[test]
+fn the_real_credential_reaches_only_the_service_host_over_tls() {
+    let Some(m) = moat() else { return };
+    let certs = m.workspace("certs");
+    make_certs(&certs);
+    let up = Upstream::start(&certs);
+    std::fs::copy(certs.join("ca.pem"), m.home().join("upstream-ca.pem")).unwrap();
+    std::fs::write(m.home().join("hosts"), "127.0.0.1 api.github.com other.test\n").unwrap();
+    m.ok(&["policy", "preset", "deny-all"]);
+    let (https, http) = (up.https.to_string(), up.http.to_string());
+    m.ok(&["policy", "allow", "network", &format!("api.github.com:{https},api.github.com:{http},other.test:{https}")]);
+    let real = format!("ghp_{}", "K8w".repeat(12));
+    m.ok(&["secret", "set", "-g", "github", "-t", &real]);
+
+    let ws = m.workspace("inj");
+    std::fs::copy(certs.join("ca.pem"), ws.join("upstream-ca.pem")).unwrap();
+    m.sandbox("inj", &ws, &[]);
+    let ca = ws.join("upstream-ca.pem");
+    let ca = ca.to_str().unwrap();
+    let auth = "-H \"Authorization: token $GH_TOKEN\"";
+    let gh = format!("https://api.github.com:{https}");
+    // To the service host over TLS, through the proxy: intercepted, injected. The guest trusts Moat's CA.
+    assert_eq!(m.sh("inj", &format!("curl -sS {auth} {gh}/user")), "ok\n");
+    // Around the proxy (transparent redirect): the same.
+    assert_eq!(m.sh("inj", &format!("curl -sS --noproxy '*' {auth} {gh}/user-transparent")), "ok\n");
+    // To another host: tunnelled untouched (the guest sees that server's own certificate).
+    let other = format!("https://other.test:{https}");
+    assert_eq!(m.sh("inj", &format!("curl -sS --cacert {ca} {auth} {other}/other")), "ok\n");
+    // Plain HTTP to the service host: never injected.
+    assert_eq!(m.sh("inj", &format!("curl -sS {auth} http://api.github.com:{http}/plain")), "ok\n");
+    // A redirect from the service host to another host: the next request carries no credential.
+    let out = m.run(&["exec", "inj", "sh", "-c", &format!("curl -sSL --location-trusted --cacert {ca} {auth} {gh}/redirect")]);
+    assert!(out.status.success() || !stderr(&out).is_empty());
+    // A real-looking token the guest brings itself is stripped, not forwarded.
+    let smuggled = format!("ghp_{}", "Zq4".repeat(12));
+    assert_eq!(m.sh("inj", &format!("curl -sS -H 'Authorization: token {smuggled}' {gh}/smuggled")), "ok\n");
+
+    let placeholder = m.sh("inj", "printf %s \"$GH_TOKEN\"");
+    assert!(placeholder.starts_with("gh") && placeholder.len() == real.len() && placeholder != real, "{placeholder}");
+    assert_eq!(up.request("/user")["auth"], format!("token {real}"));
+    assert_eq!(up.request("/user-transparent")["auth"], format!("token {real}"));
+    assert_eq!(up.request("/other")["auth"], format!("token {placeholder}"));
+    assert_eq!(up.request("/plain")["auth"], format!("token {placeholder}"));
+    assert_eq!(up.request("/smuggled")["auth"], serde_json::Value::Null);
+    let seen = up.seen.lock().unwrap().clone();
+    for r in &seen {
+        let injected_ok = r["host"].as_str().unwrap_or("").starts_with("api.github.com") && r["proto"] == "https";
+        if !injected_ok {
+            assert!(!r.to_string().contains(&real), "the real token reached {r}");
+        }
+    }
+    if let Some(landing) = seen.iter().find(|r| r["path"] == "/landing") {
+        assert_ne!(landing["auth"], format!("token {real}"), "no credential after a redirect");
+    }
+
+    // The real value is nowhere in the guest: every process's environment, the whole disk...
+    let hunt = "a=K8w; a=$a$a$a$a; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c \"$a\"; \
+                grep -rl \"$a\" / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | wc -l";
+    assert_eq!(m.ok(&["exec", "-u", "root", "inj", "sh", "-c", hunt]), "0\n0\n");
+    // ...nor in guest memory (the monitor's whole address space, guest RAM included)...
+    let status: serde_json::Value = serde_json::from_str(&m.ok(&["ls", "--json"])).unwrap();
+    let vmm_pid = status[0]["status"]["vmm_pid"].as_u64().expect("vmm pid in ls --json") as u32;
+    assert!(!in_process_memory(vmm_pid, real.as_bytes()), "the real token is in guest memory");
+    // ...nor in the serial log or the connection log on the host (which do record the requests).
+    let grep = Command::new("grep").args(["-rlF", &real]).arg(m.home()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "plaintext credential in {}", String::from_utf8_lossy(&grep.stdout));
+    let log = m.ok(&["policy", "log", "inj", "--json", "-n", "500"]);
+    assert!(log.contains("injected the github credential"), "{log}");
+    assert!(log.contains("stripped"), "{log}");
+}
