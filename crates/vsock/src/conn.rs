@@ -49,14 +49,13 @@ struct Owed {
     request: bool,
     response: bool,
     shutdown: bool,
-    credit_request: bool,
     credit_update: bool,
     rst: bool,
 }
 
 impl Owed {
     fn any(&self) -> bool {
-        self.request || self.response || self.shutdown || self.credit_request || self.credit_update || self.rst
+        self.request || self.response || self.shutdown || self.credit_update || self.rst
     }
 }
 
@@ -183,7 +182,7 @@ impl Conn {
                 self.phase = Phase::Established;
                 // The host client learns the connection is up before any of its data can arrive.
                 let line = format!("OK {}\n", self.key.host_port);
-                match self.stream.write(line.as_bytes()) {
+                match write_some(&mut self.stream, line.as_bytes()) {
                     Ok(n) if n == line.len() => Verdict::Keep,
                     _ => self.abort(),
                 }
@@ -282,9 +281,6 @@ impl Conn {
             self.eof_told = true;
             self.after_progress();
             return Next::Packet(self.header(Op::Shutdown, SHUTDOWN_SEND, 0));
-        }
-        if std::mem::take(&mut self.owed.credit_request) {
-            return Next::Packet(self.header(Op::CreditRequest, 0, 0));
         }
         if std::mem::take(&mut self.owed.credit_update) {
             return Next::Packet(self.header(Op::CreditUpdate, 0, 0));

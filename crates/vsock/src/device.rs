@@ -1,6 +1,6 @@
 //! The vsock device without its transport: the connection table, the host
 //! sockets (watched by one epoll of its own), and the order packets go to the
-//! guest in. Virtqueues are walked in [`crate::virtq`]; a transport (vhost-user
+//! guest in. Virtqueues are walked in `virtq`; a transport (vhost-user
 //! today, moat-vmm later) calls [`VsockDevice::process_tx`],
 //! [`VsockDevice::process_rx`] and [`VsockDevice::handle_host_events`] and
 //! watches [`VsockDevice::host_fd`].
@@ -232,6 +232,9 @@ impl VsockDevice {
         match hdr.op() {
             Some(Op::Rst) => {}
             Some(Op::Request) if hdr.kind == TYPE_STREAM => self.guest_connects(key, hdr),
+            // Late control packets of a connection just closed (a credit update after
+            // our RST, say) are normal: answered like Linux does, but not worth a log line.
+            Some(Op::Shutdown | Op::CreditUpdate | Op::CreditRequest) if hdr.kind == TYPE_STREAM => self.queue_rst(hdr),
             _ => {
                 self.stats.unknown_conn.note("answered a packet for no connection with RST");
                 self.queue_rst(hdr);
@@ -358,9 +361,12 @@ impl VsockDevice {
             want |= EventSet::OUT;
         }
         let (fd, token, armed) = (slot.conn.stream().as_raw_fd(), slot.token, slot.armed);
-        // An fd whose events failed to register is watched for nothing; the
-        // guest still gets its packets, and the connection ends with the guest.
-        let armed = self.arm(fd, token, armed, want).unwrap_or(EventSet::empty());
+        // An fd whose events can't be changed is taken out rather than left
+        // reporting events nobody consumes; the connection ends with the guest.
+        let armed = self.arm(fd, token, armed, want).unwrap_or_else(|_| {
+            self.disarm(fd, token);
+            EventSet::empty()
+        });
         let Some(slot) = self.conns.get_mut(&key) else { return };
         slot.armed = armed;
         if !slot.queued && slot.conn.has_rx_work() {

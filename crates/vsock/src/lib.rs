@@ -7,18 +7,19 @@
 //! whatever listens on `<socket>_P`; if nothing does, it gets an RST at once.
 //!
 //! The device logic knows nothing of its transport: [`packet`] is the wire
-//! header, [`conn`] one connection's state machine and credit flow control,
-//! [`host`] the host-side sockets, [`device`] the connection table and host
-//! event loop, and `virtq` walks virtqueues in guest memory. [`vhost_user`]
+//! header, `conn` one connection's state machine and credit flow control,
+//! `host` the host-side sockets, [`device`] the connection table and host
+//! event loop, and `virtq` walks virtqueues in guest memory (any descriptor
+//! split, every address checked). [`vhost_user`]
 //! is the thin adapter that serves QEMU (`vhost-user-vsock-device`); moat-vmm
 //! can drive [`VsockDevice`] in-process the same way.
 //!
 //! Not here: datagram or seqpacket sockets, guest-to-guest traffic, live
 //! migration (the event queue is never used).
 
-pub mod conn;
+mod conn;
 pub mod device;
-pub mod host;
+mod host;
 pub mod packet;
 pub mod stats;
 pub mod vhost_user;

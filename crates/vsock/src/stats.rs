@@ -32,7 +32,7 @@ pub struct Stats {
     pub bad_tx_len: Tally,
     /// Packets not from the guest's CID or not to the host's.
     pub wrong_cid: Tally,
-    /// Packets for no connection, of an unknown op or of a non-stream type (answered with RST).
+    /// Data for no connection, unknown ops, non-stream types (answered with RST).
     pub unknown_conn: Tally,
     /// Connections reset for breaking the protocol (credit overrun, op out of order).
     pub violations: Tally,

@@ -80,7 +80,9 @@ pub fn serve(config: &Config) -> Result<(), ServeError> {
     remove_socket(&config.socket);
     match served {
         // The frontend went away (QEMU exited, or was killed mid-message): the normal end.
-        Ok(()) | Err(DaemonError::HandleRequest(VhostUserError::Disconnected | VhostUserError::PartialMessage)) => Ok(()),
+        Ok(()) | Err(DaemonError::HandleRequest(VhostUserError::Disconnected | VhostUserError::PartialMessage)) => {
+            Ok(())
+        }
         Err(e) => Err(vhost_err(&e)),
     }
 }

@@ -1,4 +1,5 @@
-//! `moat run shell .` on a real terminal: a login shell, resizes, Ctrl-C, exit code.
+//! `moat run shell .` on a real terminal: the first-use network question, a login
+//! shell, resizes, Ctrl-C, exit code.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -61,7 +62,11 @@ fn run_shell_gives_an_interactive_login_shell_that_follows_the_terminal() {
     let mut master = std::fs::File::from(pty.master);
     let mut seen = Vec::new();
 
+    // First use on a terminal: Moat asks which network preset to start from.
+    expect(&mut master, &mut seen, "choice [1]: ");
+    master.write_all(b"3\r").unwrap();
     expect(&mut master, &mut seen, "$ ");
+    assert_eq!(m.ok(&["policy", "preset"]), "deny-all\n", "the answer was kept");
     master.write_all(b"echo size=$(stty size) tty=$(tty) user=$(id -un) in=$PWD\r").unwrap();
     expect(&mut master, &mut seen, &format!("size=30 100 tty=/dev/pts/0 user=agent in={}", ws.display()));
 

@@ -9,10 +9,10 @@
 //! +----------------+--------+---------------------+
 //! ```
 //!
-//! A whole frame is at most [`MAX_FRAME`] bytes (32 KiB). The bound is deliberate:
-//! the vhost-user vsock backend we run today wedges when a guest writes more than
-//! 32 KiB at once (see ARCHITECTURE.md), so the agent never does. A reader rejects
-//! any larger length before allocating anything.
+//! A whole frame is at most [`MAX_FRAME`] bytes (32 KiB). The bound began as a
+//! workaround (the vsock backend Moat used to run wedged when a guest wrote more
+//! than 32 KiB at once; see ARCHITECTURE.md) and stays as a cheap bound: a reader
+//! rejects any larger length before allocating anything.
 //!
 //! Control frames carry JSON; data frames carry raw bytes. The conversation:
 //!
@@ -25,11 +25,11 @@
 //! Stdin is flow-controlled: the client keeps at most [`STDIN_WINDOW`] bytes of
 //! `Stdin` payload unacknowledged, and the agent answers every `Stdin` frame it
 //! reads with [`Frame::StdinAck`]. The window stays well under the guest socket's
-//! receive buffer, so the vsock credit never runs out — the vhost-user vsock
-//! backend we run today can stall a connection for good when it does.
+//! receive buffer, so the vsock credit never runs out (the backend Moat used to
+//! run could stall a connection for good when it did).
 //!
-//! The protocol never relies on a half-close from the guest side (that does not
-//! reach the host through the vsock backend); end of input is an explicit frame.
+//! The protocol never relies on a half-close from the guest side (the old backend
+//! dropped it); end of input is an explicit frame.
 //! Unknown frame kinds, bad JSON and oversize lengths are errors, never panics.
 
 use std::io::{self, Read, Write};

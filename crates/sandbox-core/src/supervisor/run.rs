@@ -182,8 +182,7 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     let mut c = Command::new(find_tool(Tool::VsockBackend)?);
     c.arg("--guest-cid").arg("3").arg("--socket").arg(&sockets.vsock).arg("--uds-path").arg(run.vsock_socket());
     let (name, child) = spawn("vsock backend", c, run)?;
-    // It keeps no state worth flushing and doesn't exit on SIGTERM.
-    children.0.push((name, child, Signal::SIGKILL));
+    children.0.push((name, child, Signal::SIGTERM));
     for sock in sockets.fs.iter().chain([&sockets.vsock]) {
         wait_for_socket(sock, &mut children)?;
     }
