@@ -222,6 +222,18 @@ pub enum SecretCommand {
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
     },
+    /// Define a service of your own: its hosts and the header the proxy sets on
+    /// TLS requests to them (then store its value with `moat secret set`).
+    SetCustom {
+        /// The service's name (not a built-in one).
+        name: String,
+        /// Its hosts, comma-separated, exact names.
+        #[arg(long, value_name = "HOST[,HOST…]", required = true)]
+        host: String,
+        /// The header and value template; `{}` is the credential.
+        #[arg(long, default_value = "Authorization: Bearer {}")]
+        header: String,
+    },
     /// List stored credentials (names, scopes, sources — never values).
     Ls {
         /// Print JSON.

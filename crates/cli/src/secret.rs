@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use moat_sandbox_core::credentials::open_vault;
 use moat_sandbox_core::paths::Home;
+use moat_secrets::catalog::CustomService;
 use moat_secrets::{Scope, Secret, Source, ValueSource};
 
 use crate::args::SecretCommand;
@@ -38,6 +39,26 @@ pub fn run(home: &Home, cmd: SecretCommand) -> Result<i32> {
                 bail!("no {service} credential for {}; see `moat secret ls`", scope_name(&scope));
             }
             println!("removed {service} ({})", scope_name(&scope));
+        }
+        SecretCommand::SetCustom { name, host, header } => {
+            let Some((header_name, template)) = header.split_once(':') else {
+                bail!("--header must be `Name: template`, e.g. `X-Api-Key: {{}}`");
+            };
+            let (header_name, template) = (header_name.trim(), template.trim());
+            if !template.contains("{}") {
+                bail!("the header template must contain {{}} where the credential goes");
+            }
+            let hosts: Vec<String> = host.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+            if hosts.is_empty() || hosts.iter().any(|h| h.contains('*') || h.contains('/') || h.contains(':')) {
+                bail!("--host takes exact host names, comma-separated (no wildcards, ports or paths)");
+            }
+            vault.add_custom_service(CustomService {
+                id: name.clone(),
+                hosts,
+                header: header_name.to_string(),
+                template: template.to_string(),
+            })?;
+            println!("defined {name}; store its value with `moat secret set -g {name}` (or `SANDBOX {name}`)");
         }
         SecretCommand::Ls { json } => {
             let entries = vault.list()?;

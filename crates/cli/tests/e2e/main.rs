@@ -10,6 +10,7 @@ mod exec;
 mod harness;
 mod injection;
 mod lifecycle;
+mod policy;
 mod secrets;
 mod terminal;
 mod workspace;

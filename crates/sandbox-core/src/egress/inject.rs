@@ -11,6 +11,10 @@
 //!   the guest supplied itself (only placeholders are trusted to be ours);
 //! - leaves other placeholders alone and notes them.
 //!
+//! A custom service (`moat secret set-custom`) has no placeholder in the
+//! guest: the proxy sets its header from its template on every TLS request to
+//! its hosts.
+//!
 //! Nothing is ever injected on plain HTTP, into another host, or after a
 //! redirect (each request is judged by its own host, and clients send the
 //! placeholder again, unchanged). Plain-HTTP requests carrying a placeholder
@@ -33,13 +37,51 @@ impl CredentialInjector {
         CredentialInjector { vault }
     }
 
-    /// The built-in service whose own host `host` is, if it has a credential for `sandbox`.
-    fn managed(&self, sandbox: &str, host: &str) -> Option<&'static catalog::Service> {
-        let service = catalog::SERVICES.iter().find(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))?;
-        let configured = self.vault.list().ok()?.into_iter().any(|e| {
-            e.service == service.id && (e.scope == Scope::Global || e.scope == Scope::Sandbox(sandbox.into()))
-        });
+    /// The service whose own host `host` is, if it has a credential for `sandbox`.
+    fn managed(&self, sandbox: &str, host: &str) -> Option<Managed> {
+        let service = match catalog::SERVICES.iter().find(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
+            Some(s) => Managed::Builtin(s),
+            None => Managed::Custom(
+                self.vault.custom_services().ok()?.into_iter().find(|c| c.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))?,
+            ),
+        };
+        let id = service.id();
+        let configured = self
+            .vault
+            .list()
+            .ok()?
+            .into_iter()
+            .any(|e| e.service == id && (e.scope == Scope::Global || e.scope == Scope::Sandbox(sandbox.into())));
         configured.then_some(service)
+    }
+
+    /// A custom service's header, set to the real value whatever the guest sent.
+    fn rewrite_custom(&self, sandbox: &str, service: &catalog::CustomService, headers: &mut Headers) -> Option<String> {
+        let real = match self.vault.resolve(sandbox, &service.id) {
+            Ok(Some(v)) => v,
+            Ok(None) => return None,
+            Err(e) => return Some(format!("{} credential unavailable: {e}", service.id)),
+        };
+        let value = service.template.replace("{}", real.expose());
+        match headers.set(&service.header, value.as_bytes()) {
+            Ok(()) => Some(format!("injected the {} credential", service.id)),
+            Err(_) => Some(format!("the {} credential cannot be sent in a header", service.id)),
+        }
+    }
+}
+
+/// A service whose credential the proxy manages.
+enum Managed {
+    Builtin(&'static catalog::Service),
+    Custom(catalog::CustomService),
+}
+
+impl Managed {
+    fn id(&self) -> String {
+        match self {
+            Managed::Builtin(s) => s.id.to_string(),
+            Managed::Custom(c) => c.id.clone(),
+        }
     }
 }
 
@@ -59,7 +101,10 @@ impl Intercept for CredentialInjector {
     }
 
     fn rewrite(&self, sandbox: &str, host: &str, headers: &mut Headers) -> Option<String> {
-        let service = self.managed(sandbox, host)?;
+        let service = match self.managed(sandbox, host)? {
+            Managed::Builtin(s) => s,
+            Managed::Custom(c) => return self.rewrite_custom(sandbox, &c, headers),
+        };
         let mut notes = Vec::new();
         let mut real: Option<moat_secrets::Secret> = None;
         let mut classify = |word: &str, notes: &mut Vec<String>| -> Word {

@@ -95,3 +95,29 @@ fn placeholders_go_nowhere_else_and_guest_supplied_credentials_are_stripped() {
     assert!(f.hook.inspect("s1", "example.com", &h).unwrap().contains("plain HTTP"));
     assert_eq!(f.hook.inspect("s1", "example.com", &headers(&[("Accept", "*/*")])), None);
 }
+
+#[test]
+fn a_custom_service_gets_its_header_set_on_its_own_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::at(dir.path());
+    home.ensure_private().unwrap();
+    let vault = open_vault(&home).unwrap();
+    vault
+        .add_custom_service(moat_secrets::catalog::CustomService {
+            id: "internal".into(),
+            hosts: vec!["api.internal.test".into()],
+            header: "X-Api-Key".into(),
+            template: "key={}".into(),
+        })
+        .unwrap();
+    let hook = CredentialInjector::new(vault);
+    assert!(!hook.wants("s1", "api.internal.test", 443), "defined, but no value yet");
+    let vault = open_vault(&home).unwrap();
+    vault.set(&Scope::Global, "internal", ValueSource::Literal(Secret::new("s3cret"))).unwrap();
+    assert!(hook.wants("s1", "api.internal.test", 443), "the hook sees the vault change at once");
+    assert!(!hook.wants("s1", "other.internal.test", 443));
+    let mut h = headers(&[("X-Api-Key", "guest-made"), ("Accept", "*/*")]);
+    assert!(hook.rewrite("s1", "api.internal.test", &mut h).unwrap().contains("injected"));
+    assert_eq!(get(&h, "x-api-key").unwrap(), "key=s3cret");
+    assert_eq!(h.len(), 2);
+}
