@@ -197,29 +197,30 @@ fn log(home: &Home, name: Option<&str>, json: bool, limit: usize, follow: bool, 
     }
     let reader = LogReader::open(&path)?;
     let verdict = denied.then_some(LogVerdict::Denied);
-    let mut rows = reader.query(&Filter { sandbox: name, after_id: None, limit, verdict })?;
+    let (rows, mut follower) = reader.follow(&Filter { sandbox: name, after_id: None, limit, verdict })?;
     if !json {
-        println!("{:<19} {:<16} {:<7} {:<8} {:<40} {:>6} {:>9} {:>9}  RULE", "TIME", "SANDBOX", "VERDICT", "METHOD", "HOST", "PORT", "UP", "DOWN");
+        println!(
+            "{:<19} {:<16} {:<7} {:<8} {:<40} {:>6} {:>9} {:>9}  RULE",
+            "TIME", "SANDBOX", "VERDICT", "METHOD", "HOST", "PORT", "UP", "DOWN"
+        );
     }
-    loop {
-        let mut last = None;
-        for (id, rec) in &rows {
+    for (_, rec) in &rows {
+        print_record(rec, json)?;
+    }
+    let dropped = reader.dropped(name)?;
+    if dropped > 0 {
+        eprintln!("moat: {dropped} record(s) could not be logged (the log was busy); the rest is complete");
+    }
+    while follow {
+        let fresh = follower.poll(&reader)?;
+        for (_, rec) in &fresh {
             print_record(rec, json)?;
-            last = Some(*id);
         }
-        if !follow {
-            return Ok(());
-        }
-        let after = last.or(rows.last().map(|r| r.0));
-        loop {
+        if fresh.len() < moat_netproxy::log::POLL_LIMIT {
             std::thread::sleep(Duration::from_millis(200));
-            let fresh = reader.query(&Filter { sandbox: name, after_id: after.or(Some(0)), limit: 1000, verdict })?;
-            if !fresh.is_empty() {
-                rows = fresh;
-                break;
-            }
         }
     }
+    Ok(())
 }
 
 fn print_record(rec: &ConnectionRecord, json: bool) -> Result<()> {

@@ -123,8 +123,27 @@ fn every_connection_is_policed_whatever_the_guest_does() {
     let code = m.sh("net", &format!("sleep 1; curl -s -o /dev/null -w '%{{http_code}}' {url}/after-deny"));
     assert_eq!(code, "403");
     m.ok(&["policy", "rm", "deny", "network", "upstream.test", "--sandbox", "net"]);
+    // Meanwhile a dashboard follows the log live.
+    let mut follow = m
+        .cmd()
+        .args(["policy", "log", "net", "--follow", "--json", "-n", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     let body = m.sh("net", &format!("sleep 1; curl -sS {url}/after-rm"));
     assert_eq!(body, "hello from upstream\n");
+    let live = rx.recv_timeout(Duration::from_secs(10)).expect("--follow printed the new connection");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert_eq!((live["host"].as_str(), live["verdict"].as_str()), (Some("upstream.test"), Some("allowed")), "{live}");
     assert!(!up.seen().iter().any(|l| l.contains("/after-deny")), "a denied request reached the upstream");
 
     // The log has both sides, with the deciding rule.
