@@ -8,8 +8,9 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{self, ArchError};
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{BusDevice, BusError, DeviceManager, UnmappedAccesses};
+use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses};
 use crate::devices::serial::SerialStats;
+use crate::devices::virtio::block::BlockStats;
 use crate::loader::{self, LoadError, Payload};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::vcpu::{self, RunError, RunOutcome};
@@ -27,6 +28,8 @@ pub enum BuildError {
     Vm(#[from] VmError),
     #[error("could not attach devices")]
     Devices(#[from] BusError),
+    #[error("could not attach disk {0}")]
+    Disk(usize, #[source] AttachError),
     #[error("could not load the payload")]
     Load(#[from] LoadError),
     #[error("could not prepare the boot vCPU")]
@@ -43,7 +46,10 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
 
     let boot_vcpu = vm.create_vcpu(0)?;
 
-    let devices = DeviceManager::with_legacy_devices(config.serial_limit)?;
+    let mut devices = DeviceManager::with_legacy_devices(config.serial_limit)?;
+    for (i, disk) in config.disks.iter().enumerate() {
+        devices.attach_block(&vm, &memory, disk).map_err(|e| BuildError::Disk(i, e))?;
+    }
 
     let entry = loader::load(&memory, payload)?;
     arch::write_boot_tables(&memory)?;
@@ -93,6 +99,17 @@ impl MicroVm {
             unmapped: self.devices.unmapped(),
             serial: self.serial_stats(),
         })
+    }
+
+    /// The kernel command-line entries announcing the virtio devices
+    /// (`virtio_mmio.device=…`, space-separated).
+    pub fn virtio_cmdline(&self) -> String {
+        self.devices.virtio_cmdline()
+    }
+
+    /// Each disk's request counts, in [`VmConfig::disks`] order.
+    pub fn block_stats(&self) -> Vec<BlockStats> {
+        self.devices.block_stats()
     }
 
     /// Drains the serial output buffered so far.

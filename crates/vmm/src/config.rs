@@ -1,6 +1,9 @@
 //! What a caller asks for when building a microVM.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::arch;
 
 /// Smallest guest RAM we accept: the payload is loaded at 1 MiB.
 pub const MIN_MEM_MIB: u32 = 2;
@@ -22,11 +25,28 @@ pub struct VmConfig {
     /// Wall-clock budget for [`crate::MicroVm::run`]; past it the vCPU is
     /// kicked out of the guest and the run ends with `RunOutcome::TimedOut`.
     pub timeout: Duration,
+    /// Raw disk images, each a virtio-blk device, in virtio-mmio slot order.
+    pub disks: Vec<DiskConfig>,
+}
+
+/// One virtio-blk device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The raw image file; its length in whole 512-byte sectors is the capacity.
+    pub path: PathBuf,
+    /// Offer the disk read-only (`VIRTIO_BLK_F_RO`); writes fail with IOERR.
+    pub read_only: bool,
 }
 
 impl Default for VmConfig {
     fn default() -> Self {
-        Self { mem_mib: 128, vcpus: 1, serial_limit: DEFAULT_SERIAL_LIMIT, timeout: Duration::from_secs(30) }
+        Self {
+            mem_mib: 128,
+            vcpus: 1,
+            serial_limit: DEFAULT_SERIAL_LIMIT,
+            timeout: Duration::from_secs(30),
+            disks: Vec::new(),
+        }
     }
 }
 
@@ -41,6 +61,12 @@ pub enum ConfigError {
     SerialLimit,
     #[error("the run timeout must be non-zero")]
     Timeout,
+    #[error("at most {max} disks are supported, got {0}", max = max_disks())]
+    TooManyDisks(usize),
+}
+
+fn max_disks() -> usize {
+    arch::VIRTIO_IRQS.count()
 }
 
 impl VmConfig {
@@ -57,6 +83,9 @@ impl VmConfig {
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::Timeout);
+        }
+        if self.disks.len() > max_disks() {
+            return Err(ConfigError::TooManyDisks(self.disks.len()));
         }
         Ok(())
     }
@@ -82,5 +111,9 @@ mod tests {
         assert_eq!(bad(|c| c.vcpus = 2), ConfigError::VcpuCount(2));
         assert_eq!(bad(|c| c.serial_limit = 0), ConfigError::SerialLimit);
         assert_eq!(bad(|c| c.timeout = Duration::ZERO), ConfigError::Timeout);
+        assert_eq!(
+            bad(|c| c.disks = vec![DiskConfig { path: "/dev/null".into(), read_only: true }; 20]),
+            ConfigError::TooManyDisks(20)
+        );
     }
 }

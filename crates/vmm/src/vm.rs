@@ -4,6 +4,7 @@ use std::io;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::{self, kvm_err, ArchError};
 use crate::memory::GuestMemory;
@@ -66,6 +67,12 @@ impl Vm {
     /// Creates vCPU `index`.
     pub(crate) fn create_vcpu(&self, index: u8) -> Result<VcpuFd, VmError> {
         self.fd.create_vcpu(u64::from(index)).map_err(|e| VmError::CreateVcpu(index, kvm_err(e)))
+    }
+
+    /// Routes `line` to interrupt line `gsi`: each write to the eventfd is
+    /// an edge the in-kernel irqchip delivers.
+    pub(crate) fn register_irqfd(&self, line: &EventFd, gsi: u32) -> io::Result<()> {
+        self.fd.register_irqfd(line, gsi).map_err(kvm_err)
     }
 
     pub(crate) fn kvm(&self) -> &Kvm {

@@ -69,7 +69,7 @@ fn make_certs(dir: &Path) {
     sh(&format!("openssl req {ec} -keyout leaf.key -out leaf.csr -subj '/CN=api.github.com'"));
     std::fs::write(
         dir.join("leaf.ext"),
-        "subjectAltName=DNS:api.github.com,DNS:other.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=DNS:api.github.com,DNS:github.com,DNS:other.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     sh("openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext");
@@ -115,10 +115,10 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     make_certs(&certs);
     let up = Upstream::start(&certs);
     std::fs::copy(certs.join("ca.pem"), m.home().join("upstream-ca.pem")).unwrap();
-    std::fs::write(m.home().join("hosts"), "127.0.0.1 api.github.com other.test\n").unwrap();
+    std::fs::write(m.home().join("hosts"), "127.0.0.1 api.github.com github.com other.test\n").unwrap();
     m.ok(&["policy", "preset", "deny-all"]);
     let (https, http) = (up.https.to_string(), up.http.to_string());
-    m.ok(&["policy", "allow", "network", &format!("api.github.com:{https},api.github.com:{http},other.test:{https}")]);
+    m.ok(&["policy", "allow", "network", &format!("api.github.com:{https},api.github.com:{http},github.com:{https},other.test:{https}")]);
     let real = format!("ghp_{}", "K8w".repeat(12));
     m.ok(&["secret", "set", "-g", "github", "-t", &real]);
 
@@ -145,6 +145,13 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     let smuggled = format!("ghp_{}", "Zq4".repeat(12));
     assert_eq!(m.sh("inj", &format!("curl -sS -H 'Authorization: token {smuggled}' {gh}/smuggled")), "ok\n");
 
+    // git's HTTPS credentials (Basic) for github.com: the image's credential helper
+    // hands git the placeholder, and the proxy swaps it inside the Basic value.
+    let fill = m.sh("inj", "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill");
+    assert!(fill.contains("username=x-access-token\npassword=gh"), "{fill}");
+    let basic = format!("curl -sS -u \"x-access-token:$GH_TOKEN\" https://github.com:{https}/basic");
+    assert_eq!(m.sh("inj", &basic), "ok\n");
+
     let placeholder = m.sh("inj", "printf %s \"$GH_TOKEN\"");
     assert!(placeholder.starts_with("gh") && placeholder.len() == real.len() && placeholder != real, "{placeholder}");
     assert_eq!(up.request("/user")["auth"], format!("token {real}"));
@@ -152,9 +159,18 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     assert_eq!(up.request("/other")["auth"], format!("token {placeholder}"));
     assert_eq!(up.request("/plain")["auth"], format!("token {placeholder}"));
     assert_eq!(up.request("/smuggled")["auth"], serde_json::Value::Null);
+    let basic_auth = up.request("/basic")["auth"].as_str().unwrap().to_string();
+    assert!(basic_auth.starts_with("Basic "), "{basic_auth}");
+    let decoded = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(basic_auth[6..].as_bytes())?;
+        c.wait_with_output()
+    });
+    assert_eq!(String::from_utf8_lossy(&decoded.unwrap().stdout), format!("x-access-token:{real}"));
     let seen = up.seen.lock().unwrap().clone();
     for r in &seen {
-        let injected_ok = r["host"].as_str().unwrap_or("").starts_with("api.github.com") && r["proto"] == "https";
+        let host = r["host"].as_str().unwrap_or("");
+        let injected_ok = (host.starts_with("api.github.com:") || host.starts_with("github.com:")) && r["proto"] == "https";
         if !injected_ok {
             assert!(!r.to_string().contains(&real), "the real token reached {r}");
         }

@@ -41,7 +41,13 @@ impl std::fmt::Display for BodyError {
 /// Copies a body framed as `src` from `from` to `to`, framed as `dst`
 /// (`Length` only if `src` has the same length; `Chunked` or `UntilClose`
 /// otherwise). `idle` bounds each wait for the sender.
-pub(crate) async fn relay(from: &mut Conn, src: Framing, to: &mut Conn, dst: Framing, idle: Duration) -> Result<(), BodyError> {
+pub(crate) async fn relay(
+    from: &mut Conn,
+    src: Framing,
+    to: &mut Conn,
+    dst: Framing,
+    idle: Duration,
+) -> Result<(), BodyError> {
     let mut out = Encoder { to, chunked: dst == Framing::Chunked };
     match src {
         Framing::Empty => {}

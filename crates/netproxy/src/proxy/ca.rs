@@ -49,7 +49,9 @@ pub enum CaError {
     #[error("the proxy CA key {0} is readable by other users; run 'chmod 600' on it")]
     Permissions(PathBuf),
     /// The CA file does not hold a matching key and certificate.
-    #[error("the proxy CA file {0} is not a PEM private key followed by its certificate; move it away to generate a new CA")]
+    #[error(
+        "the proxy CA file {0} is not a PEM private key followed by its certificate; move it away to generate a new CA"
+    )]
     Corrupt(PathBuf),
     /// Generating keys or certificates failed.
     #[error("cannot generate the proxy CA")]
@@ -166,12 +168,13 @@ impl CertificateAuthority {
         let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
         let chain = vec![cert.der().clone(), self.cert_der.clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(generate)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(generate)?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(generate)?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(generate)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }

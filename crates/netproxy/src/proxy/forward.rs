@@ -149,7 +149,12 @@ fn target(req: &head::Request, mode: &Mode) -> Result<Target, &'static str> {
             if !target::host_matches(header, &expected, 443) {
                 return Err("the Host header does not match the TLS server name");
             }
-            Ok(Target { host: host.clone(), port: *port, path: req.head.target.clone(), host_header: host_header(host, *port, 443) })
+            Ok(Target {
+                host: host.clone(),
+                port: *port,
+                path: req.head.target.clone(),
+                host_header: host_header(host, *port, 443),
+            })
         }
         Mode::Transparent { hint, port } => {
             target::check_path(&req.head.target)?;
@@ -267,9 +272,12 @@ async fn upstream_for<'a>(
     mode: &mut Mode,
     slot: &'a mut Option<Upstream>,
 ) -> Result<&'a mut Upstream, Refusal> {
-    let reusable = slot.as_ref().is_some_and(|u| {
-        u.host == request.host && u.port == request.port && u.last_used.elapsed() < REUSE_WINDOW
-    });
+    let mut reusable = slot
+        .as_ref()
+        .is_some_and(|u| u.host == request.host && u.port == request.port && u.last_used.elapsed() < REUSE_WINDOW);
+    if let (true, Some(kept)) = (reusable, slot.as_mut()) {
+        reusable = !kept.conn.unusable().await;
+    }
     if reusable {
         if let Some(ip) = slot.as_ref().map(|u| u.ip) {
             let decision = policy.decide_address(request, ip);
@@ -353,11 +361,17 @@ async fn relay(
         let head = match head::read(&mut up.conn, Kind::Response, limits.max_head, limits.response_timeout).await {
             Ok(Some(head)) => head,
             Ok(None) => return Err(Failure::Upstream("the upstream closed without a response".to_string())),
-            Err(HeadError::Malformed(why)) => return Err(Failure::Upstream(format!("the upstream's response is malformed: {why}"))),
+            Err(HeadError::Malformed(why)) => {
+                return Err(Failure::Upstream(format!("the upstream's response is malformed: {why}")))
+            }
             Err(HeadError::Io(e)) => return Err(Failure::Upstream(format!("reading the response failed: {e}"))),
         };
         match head.status {
-            101 => return Err(Failure::Upstream("the upstream switched protocols, which the proxy does not relay".to_string())),
+            101 => {
+                return Err(Failure::Upstream(
+                    "the upstream switched protocols, which the proxy does not relay".to_string(),
+                ))
+            }
             100..=199 => continue,
             _ => break head,
         }

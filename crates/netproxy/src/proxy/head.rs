@@ -42,7 +42,9 @@ impl Head {
     /// The comma-separated tokens of every `name` header, lowercase.
     pub(crate) fn tokens(&self, name: &str) -> Vec<String> {
         self.values(name)
-            .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .flat_map(|v| {
+                String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>()
+            })
             .filter(|t| !t.is_empty())
             .collect()
     }
@@ -66,7 +68,12 @@ pub(crate) enum Kind {
 
 /// Reads one head. `Ok(None)` if the stream ended (or stayed silent past
 /// `timeout`) before its first byte.
-pub(crate) async fn read(conn: &mut Conn, kind: Kind, max: usize, timeout: Duration) -> Result<Option<Head>, HeadError> {
+pub(crate) async fn read(
+    conn: &mut Conn,
+    kind: Kind,
+    max: usize,
+    timeout: Duration,
+) -> Result<Option<Head>, HeadError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if !conn.buffered().is_empty() {
@@ -214,7 +221,10 @@ fn content_length(v: &[u8]) -> Option<u64> {
 /// not the guest, so this is lenient where it is safe: the proxy re-frames
 /// what it forwards either way.
 pub(crate) fn response_framing(head: &Head, request_method: &str) -> Result<Framing, &'static str> {
-    if request_method.eq_ignore_ascii_case("HEAD") || (100..200).contains(&head.status) || matches!(head.status, 204 | 304) {
+    if request_method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&head.status)
+        || matches!(head.status, 204 | 304)
+    {
         return Ok(Framing::Empty);
     }
     let codings = head.tokens("transfer-encoding");
@@ -237,8 +247,17 @@ pub(crate) fn response_framing(head: &Head, request_method: &str) -> Result<Fram
 /// Header names the proxy never forwards: hop-by-hop headers, `Proxy-*`,
 /// the framing headers it writes itself, and whatever `Connection` lists.
 pub(crate) fn end_to_end(head: &Head, drop_host: bool) -> Vec<(String, Vec<u8>)> {
-    const HOP: [&str; 9] =
-        ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "expect", "http2-settings"];
+    const HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "expect",
+        "http2-settings",
+    ];
     let listed = head.tokens("connection");
     head.headers
         .iter()
@@ -251,7 +270,13 @@ pub(crate) fn end_to_end(head: &Head, drop_host: bool) -> Vec<(String, Vec<u8>)>
 }
 
 /// Writes a request head for the upstream.
-pub(crate) fn write_request(method: &str, path: &str, host: &str, headers: &[(String, Vec<u8>)], framing: Framing) -> Vec<u8> {
+pub(crate) fn write_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(String, Vec<u8>)],
+    framing: Framing,
+) -> Vec<u8> {
     let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
     write_headers(&mut out, headers, framing);
     out
@@ -320,7 +345,8 @@ mod tests {
     fn plain_requests_pass() {
         let r = head("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n").expect("valid");
         assert_eq!((r.framing, r.close, r.host.as_deref()), (Framing::Length(5), true, Some("a")));
-        let r = head("POST /x HTTP/1.1\r\nhost: a\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n").expect("valid");
+        let r = head("POST /x HTTP/1.1\r\nhost: a\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n")
+            .expect("valid");
         assert_eq!((r.framing, r.close, r.expect_continue), (Framing::Chunked, false, true));
         assert!(head("GET / HTTP/1.0\r\n\r\n").expect("valid").close);
     }
@@ -331,6 +357,33 @@ mod tests {
             .expect("valid");
         let kept: Vec<String> = end_to_end(&r.head, true).into_iter().map(|(n, _)| n).collect();
         assert_eq!(kept, ["Accept"]);
+    }
+
+    #[test]
+    fn hostile_heads_never_panic() {
+        // xorshift64 with a fixed seed: mutations of a valid request.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let valid = b"POST http://a.test:81/x HTTP/1.1\r\nHost: a.test:81\r\nContent-Length: 3\r\nX: y\r\n\r\nabc";
+        for _ in 0..20_000 {
+            let mut bytes = valid.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % bytes.len() as u64) as usize;
+                bytes[i] = next() as u8;
+            }
+            if let Ok(Some((head, _))) = parse(&bytes, Kind::Request) {
+                if let Ok(req) = request(head) {
+                    let _ = crate::proxy::target::absolute_http(&req.head.target);
+                    let _ = end_to_end(&req.head, true);
+                }
+            }
+            let _ = parse(&bytes, Kind::Response);
+        }
     }
 
     #[test]

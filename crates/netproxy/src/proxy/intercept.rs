@@ -83,9 +83,11 @@ impl Headers {
             Some(i) => {
                 self.entries[i].1 = value.to_vec();
                 let mut seen = 0;
-                self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name) || {
-                    seen += 1;
-                    seen == 1
+                self.entries.retain(|(n, _)| {
+                    !n.eq_ignore_ascii_case(name) || {
+                        seen += 1;
+                        seen == 1
+                    }
                 });
             }
             None => self.entries.push((name.to_string(), value.to_vec())),

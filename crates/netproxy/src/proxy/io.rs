@@ -54,24 +54,23 @@ impl Conn {
     }
 
     /// Reads more into the buffer; `Ok(0)` at end of stream. The caller bounds
-    /// how much it lets accumulate.
+    /// how much it lets accumulate. Cancel-safe: a read that is cut short by a
+    /// timeout leaves the buffer as it was.
     pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         if self.pos > 0 && self.pos * 2 >= self.buf.len() {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let n = match self.io.read(&mut self.buf[old..]).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.buf.truncate(old);
-                return Err(e);
-            }
-        };
-        self.buf.truncate(old + n);
+        self.buf.reserve(READ_CHUNK);
+        let n = self.io.read_buf(&mut self.buf).await?;
         self.read += n as u64;
         Ok(n)
+    }
+
+    /// True if the peer closed, sent something unasked, or failed — checked
+    /// without waiting, before a kept connection is reused.
+    pub(crate) async fn unusable(&mut self) -> bool {
+        !self.buffered().is_empty() || tokio::time::timeout(std::time::Duration::ZERO, self.fill()).await.is_ok()
     }
 
     /// Writes all of `bytes` to the stream and flushes.

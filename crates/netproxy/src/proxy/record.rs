@@ -15,7 +15,14 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    pub(crate) fn start(sink: &Arc<dyn ConnectionSink>, sandbox: &str, method: &str, host: &str, port: u16, mode: LogMode) -> Tracker {
+    pub(crate) fn start(
+        sink: &Arc<dyn ConnectionSink>,
+        sandbox: &str,
+        method: &str,
+        host: &str,
+        port: u16,
+        mode: LogMode,
+    ) -> Tracker {
         let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let record = ConnectionRecord {
             sandbox: sandbox.to_string(),

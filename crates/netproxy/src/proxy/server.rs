@@ -194,8 +194,13 @@ impl Proxy {
     /// host is the TLS server name, else the HTTP `Host`, else the hint,
     /// else the address itself; a server name or `Host` that differs from
     /// the hint is refused. The upstream port is `original_dst`'s.
-    pub async fn serve_transparent<S>(&self, stream: S, sandbox: &str, original_dst: SocketAddr, name_hint: Option<String>)
-    where
+    pub async fn serve_transparent<S>(
+        &self,
+        stream: S,
+        sandbox: &str,
+        original_dst: SocketAddr,
+        name_hint: Option<String>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         transparent::serve(&self.inner, Conn::new(Box::new(stream)), sandbox, original_dst, name_hint).await;

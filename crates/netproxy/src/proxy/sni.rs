@@ -52,9 +52,11 @@ pub(crate) fn parse(input: &[u8]) -> Hello {
             false => Hello::Invalid("a non-handshake record interrupts the ClientHello"),
         };
         match rest {
-            [] | [HANDSHAKE_RECORD] | [HANDSHAKE_RECORD, 3] | [HANDSHAKE_RECORD, 3, _] | [HANDSHAKE_RECORD, 3, _, _] => {
-                return Hello::Incomplete
-            }
+            []
+            | [HANDSHAKE_RECORD]
+            | [HANDSHAKE_RECORD, 3]
+            | [HANDSHAKE_RECORD, 3, _]
+            | [HANDSHAKE_RECORD, 3, _, _] => return Hello::Incomplete,
             [HANDSHAKE_RECORD, 3, minor, ..] if *minor <= 4 => {}
             _ => return not_handshake(),
         }

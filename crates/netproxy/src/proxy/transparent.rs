@@ -19,7 +19,13 @@ use super::tunnel::{self, Sniff};
 use super::upstream::Refusal;
 
 /// Serves one transparently redirected connection.
-pub(crate) async fn serve(inner: &Inner, mut client: Conn, sandbox: &str, original_dst: SocketAddr, hint: Option<String>) {
+pub(crate) async fn serve(
+    inner: &Inner,
+    mut client: Conn,
+    sandbox: &str,
+    original_dst: SocketAddr,
+    hint: Option<String>,
+) {
     let hint = hint.and_then(|h| Authority::parse(&h)).filter(|a| a.port.is_none()).map(|a| a.host);
     let port = original_dst.port();
     let limits = &inner.limits;

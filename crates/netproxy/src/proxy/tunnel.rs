@@ -128,7 +128,13 @@ pub(crate) struct Tunnel<'a> {
 
 /// Relays or intercepts `tunnel`. `intercept_mode` is what the record says
 /// if it is intercepted.
-pub(crate) async fn run(inner: &Inner, client: Conn, tunnel: Tunnel<'_>, mut tracker: Tracker, intercept_mode: LogMode) {
+pub(crate) async fn run(
+    inner: &Inner,
+    client: Conn,
+    tunnel: Tunnel<'_>,
+    mut tracker: Tracker,
+    intercept_mode: LogMode,
+) {
     let Tunnel { sandbox, host, port, sniff, connected } = tunnel;
     let wanted = match (sniff, &inner.intercept) {
         (Sniff::Tls(Some(_)), Some(hook)) if ip_literal(host).is_none() => hook.wants(sandbox, host, port),

@@ -77,7 +77,8 @@ impl Inner {
     /// TLS to `host` over `tcp`, verifying the upstream's certificate for
     /// `host` against the system roots and the configured extra roots.
     pub(crate) async fn tls(&self, tcp: TcpStream, host: &str) -> Result<TlsStream<TcpStream>, String> {
-        let name = ServerName::try_from(host.to_string()).map_err(|_| format!("{host} is not a valid TLS server name"))?;
+        let name =
+            ServerName::try_from(host.to_string()).map_err(|_| format!("{host} is not a valid TLS server name"))?;
         let connector = TlsConnector::from(Arc::clone(&self.tls_client));
         match tokio::time::timeout(self.limits.connect_timeout, connector.connect(name, tcp)).await {
             Ok(Ok(tls)) => Ok(tls),

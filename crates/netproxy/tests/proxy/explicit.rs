@@ -28,7 +28,8 @@ async fn request_bodies_are_forwarded_both_framings() {
     let fx = Fixture::start().await;
     fx.rules(Preset::DenyAll, &format!("allow network {API}:*\n{ADDRESS_RULES}"));
     let host = format!("{API}:{}", fx.api_http.port());
-    let fixed = format!("POST http://{host}/a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    let fixed =
+        format!("POST http://{host}/a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
     assert_eq!(exchange(&mut fx.client(), &fixed).await.body, "echo POST /a 5");
     let chunked = format!(
         "POST http://{host}/b HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
@@ -94,7 +95,7 @@ async fn a_name_resolving_to_loopback_needs_an_exact_rule() {
     let host = format!("rebind.example.test:{}", fx.api_http.port());
     let res = exchange(&mut fx.client(), &get(&format!("http://{host}/"), &host, "")).await;
     assert_eq!(res.status, 403, "{res:?}");
-    assert!(res.body.contains("127.0.0.2 is loopback"), "{}", res.body);
+    assert!(res.body.contains("127.0.0.2 is a loopback address"), "{}", res.body);
     assert_eq!(fx.api_http.connections(), 0);
     // An exact rule for the name is what lets it through.
     fx.rules(Preset::AllowAll, "allow network rebind.example.test:*");

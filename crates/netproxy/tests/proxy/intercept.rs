@@ -6,8 +6,9 @@ use std::sync::Arc;
 use moat_netproxy::log::LogMode;
 use moat_netproxy::policy::Preset;
 use moat_netproxy::proxy::{Headers, Intercept};
+use tokio::io::AsyncWriteExt;
 
-use crate::util::{connect, exchange, get, tls, Fixture, ADDRESS_RULES, API, EVIL};
+use crate::util::{connect, exchange, get, read_one, tls, Fixture, ADDRESS_RULES, API, EVIL};
 
 /// Swaps a placeholder for a secret on `api.example.test`; notes it elsewhere.
 struct Injector;
@@ -55,6 +56,24 @@ async fn wanted_hosts_are_rewritten_under_our_certificate() {
 }
 
 #[tokio::test]
+async fn kept_alive_requests_share_one_upstream_connection() {
+    let fx = fixture().await;
+    let mut client = fx.client();
+    let target = format!("{API}:{}", fx.api_tls.port());
+    assert_eq!(connect(&mut client, &target).await.status, 200);
+    let mut stream = tls(client, API, fx.proxy.ca_certificate_pem()).await.expect("our certificate");
+    for path in ["/1", "/2"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        assert_eq!(read_one(&mut stream).await.body, format!("echo GET {path} 0"));
+    }
+    assert_eq!((fx.api_tls.connections(), fx.api_tls.requests().len()), (1, 2));
+    drop(stream);
+    let records = fx.sink.wait_for(3).await;
+    assert_eq!(records.iter().filter(|r| r.method == "GET").count(), 2);
+}
+
+#[tokio::test]
 async fn an_intercepted_request_for_another_host_is_refused() {
     let fx = fixture().await;
     let mut client = fx.client();
@@ -84,7 +103,9 @@ async fn other_hosts_keep_their_own_certificate() {
 async fn plain_http_is_inspected_never_rewritten() {
     let fx = fixture().await;
     let host = format!("{API}:{}", fx.api_http.port());
-    let res = exchange(&mut fx.client(), &get(&format!("http://{host}/"), &host, "Authorization: Bearer PLACEHOLDER\r\n")).await;
+    let res =
+        exchange(&mut fx.client(), &get(&format!("http://{host}/"), &host, "Authorization: Bearer PLACEHOLDER\r\n"))
+            .await;
     assert_eq!(res.status, 200);
     assert_eq!(fx.api_http.requests()[0].header("authorization"), Some("Bearer PLACEHOLDER"));
     let records = fx.sink.wait_for(1).await;

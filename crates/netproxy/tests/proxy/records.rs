@@ -3,9 +3,9 @@
 
 use moat_netproxy::log::{LogMode, LogVerdict};
 use moat_netproxy::policy::Preset;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use crate::util::{connect, exchange, get, Fixture, ADDRESS_RULES, EVIL, FIXED_RESPONSE, RAW};
+use crate::util::{connect, exchange, get, read_n, read_rest, Fixture, ADDRESS_RULES, EVIL, FIXED_RESPONSE, RAW};
 
 #[tokio::test]
 async fn a_tunnel_record_counts_bytes_each_way() {
@@ -16,11 +16,9 @@ async fn a_tunnel_record_counts_bytes_each_way() {
     assert_eq!(connect(&mut client, &format!("{RAW}:{port}")).await.status, 200);
     let payload = vec![7u8; 100_000];
     client.write_all(&payload).await.expect("write");
-    let mut echo = vec![0u8; payload.len()];
-    client.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(read_n(&mut client, payload.len()).await, payload);
     client.shutdown().await.expect("shutdown");
-    let mut rest = Vec::new();
-    client.read_to_end(&mut rest).await.expect("end");
+    read_rest(&mut client).await;
     let records = fx.sink.wait_for(1).await;
     let r = &records[0];
     assert_eq!((r.method.as_str(), r.host.as_str(), r.port), ("CONNECT", RAW, port));

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 
 use moat_netproxy::log::{LogMode, LogVerdict};
 use moat_netproxy::policy::Preset;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use crate::util::{exchange, get, tls, Fixture, ADDRESS_RULES, API, EVIL, RAW};
+use crate::util::{exchange, get, read_n, read_rest, tls, Fixture, ADDRESS_RULES, API, EVIL, RAW};
 
 /// A loopback address with no server, standing in for a fake DNS answer.
 fn fake(port: u16) -> SocketAddr {
@@ -24,8 +24,12 @@ async fn tls_goes_to_the_server_name() {
     let mut stream = tls(client, API, &fx.upstream_ca).await.expect("upstream's own certificate");
     let res = exchange(&mut stream, &get("/x", &format!("{API}:{port}"), "")).await;
     assert_eq!(res.body, "echo GET /x 0");
+    drop(stream); // The tunnel's record is written when it ends.
     let records = fx.sink.wait_for(1).await;
-    assert_eq!((records[0].mode, records[0].verdict, records[0].host.as_str()), (LogMode::Transparent, LogVerdict::Allowed, API));
+    assert_eq!(
+        (records[0].mode, records[0].verdict, records[0].host.as_str()),
+        (LogMode::Transparent, LogVerdict::Allowed, API)
+    );
 }
 
 #[tokio::test]
@@ -61,16 +65,25 @@ async fn other_protocols_go_to_the_hint_with_a_port_rule() {
     fx.rules(Preset::DenyAll, &format!("allow network {RAW}:{port}\n{ADDRESS_RULES}"));
     let mut client = fx.transparent(fake(port), Some(RAW));
     client.write_all(b"\x00\x01binary").await.expect("write");
-    let mut echo = [0u8; 8];
-    client.read_exact(&mut echo).await.expect("echo");
-    assert_eq!(&echo, b"\x00\x01binary");
+    assert_eq!(read_n(&mut client, 8).await, b"\x00\x01binary");
     // A wildcard port is not enough for a protocol the proxy cannot check.
     fx.rules(Preset::DenyAll, &format!("allow network {RAW}:*\n{ADDRESS_RULES}"));
     let mut client = fx.transparent(fake(port), Some(RAW));
     client.write_all(b"\x00\x01binary").await.expect("write");
-    let mut rest = Vec::new();
-    let _ = client.read_to_end(&mut rest).await;
-    assert!(rest.is_empty());
+    assert!(read_rest(&mut client).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_waits_for_the_server_gets_a_clean_tunnel() {
+    let fx = Fixture::start().await;
+    let port = fx.raw.port();
+    fx.rules(Preset::DenyAll, &format!("allow network {RAW}:{port}\n{ADDRESS_RULES}"));
+    let mut client = fx.transparent(fake(port), Some(RAW));
+    // Silent past the first-byte timeout (300 ms here), as in server-first protocols.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    client.write_all(b"late").await.expect("write");
+    assert_eq!(read_n(&mut client, 4).await, b"late");
+    assert_eq!(fx.raw.raw(), b"late");
 }
 
 #[tokio::test]
@@ -80,12 +93,9 @@ async fn without_a_name_the_address_decides() {
     fx.rules(Preset::DenyAll, "allow network 127.0.0.4");
     let mut client = fx.transparent(dst, None);
     client.write_all(b"raw").await.expect("write");
-    let mut echo = [0u8; 3];
-    client.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(read_n(&mut client, 3).await, b"raw");
     fx.rules(Preset::AllowAll, "");
     let mut client = fx.transparent(dst, None);
     client.write_all(b"raw").await.expect("write");
-    let mut rest = Vec::new();
-    let _ = client.read_to_end(&mut rest).await;
-    assert!(rest.is_empty(), "loopback needs a rule naming it");
+    assert!(read_rest(&mut client).await.is_empty(), "loopback needs a rule naming it");
 }

@@ -76,8 +76,6 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A request an upstream received.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub method: String,
-    pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -199,7 +197,7 @@ async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: 
                 .collect();
             let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
             let text = format!("echo {method} {uri} {}", body.len());
-            requests.lock().expect("lock").push(Seen { method, uri, headers, body });
+            requests.lock().expect("lock").push(Seen { headers, body });
             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(text))))
         }
     });
@@ -278,7 +276,8 @@ impl Fixture {
 
     /// Replaces the rules (one per line) on top of `preset`.
     pub fn rules(&self, preset: Preset, text: &str) {
-        let rules: Vec<Rule> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.parse().expect("rule")).collect();
+        let rules: Vec<Rule> =
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.parse().expect("rule")).collect();
         self.policy.update(preset, &rules);
     }
 
@@ -339,6 +338,35 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Reads exactly `n` bytes, within the test's patience.
+pub async fn read_n<S: AsyncRead + Unpin>(stream: &mut S, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut buf)).await.expect("bytes in time").expect("read");
+    buf
+}
+
+/// Reads until the proxy closes, within the test's patience.
+pub async fn read_rest<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.expect("closed in time");
+    rest
+}
+
+/// Reads one response framed by `Content-Length`, leaving the connection open.
+pub async fn read_one<S: AsyncRead + Unpin>(stream: &mut S) -> Response {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(read_n(stream, 1).await);
+    }
+    let response = parse_response(&head);
+    let length = response.head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+    });
+    let body = read_n(stream, length.expect("a Content-Length")).await;
+    Response { body: String::from_utf8_lossy(&body).into_owned(), ..response }
+}
+
 /// Sends raw bytes and reads the response to the end.
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &str) -> Response {
     stream.write_all(request.as_bytes()).await.expect("write");
@@ -365,7 +393,11 @@ pub async fn connect(stream: &mut UnixStream, target: &str) -> Response {
 }
 
 /// A TLS client over `stream` trusting only `roots_pem`; `name` may be an IP (no SNI).
-pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(stream: S, name: &str, roots_pem: &str) -> std::io::Result<TlsStream<S>> {
+pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    name: &str,
+    roots_pem: &str,
+) -> std::io::Result<TlsStream<S>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
         roots.add(cert.expect("pem")).expect("root");
@@ -376,7 +408,9 @@ pub async fn tls<S: AsyncRead + AsyncWrite + Unpin>(stream: S, name: &str, roots
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = ServerName::try_from(name.to_string()).expect("server name");
-    tokio::time::timeout(WAIT, TlsConnector::from(Arc::new(config)).connect(name, stream)).await.expect("handshake in time")
+    tokio::time::timeout(WAIT, TlsConnector::from(Arc::new(config)).connect(name, stream))
+        .await
+        .expect("handshake in time")
 }
 
 /// `GET path` with `Connection: close` and extra header lines.

@@ -22,6 +22,14 @@ chmod 0644 /etc/profile.d/moat.sh
 : > /etc/sandbox-persistent.sh
 chmod 0644 /etc/sandbox-persistent.sh
 
+# git over HTTPS to GitHub authenticates with the sandbox's GitHub placeholder
+# (from $GH_TOKEN at the time of use); the host's proxy swaps in the real token.
+cat > /etc/gitconfig <<'GITCONFIG'
+[credential "https://github.com"]
+	helper = "!f() { test \"$1\" = get && test -n \"$GH_TOKEN\" && printf 'username=x-access-token\\npassword=%s\\n' \"$GH_TOKEN\"; }; f"
+GITCONFIG
+chmod 0644 /etc/gitconfig
+
 echo moat > /etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tmoat\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
 

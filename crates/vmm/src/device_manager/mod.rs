@@ -3,15 +3,41 @@
 //!
 //! A guest access that hits no device is not an error: reads return all
 //! ones (as on real hardware), writes are dropped, and both are counted.
+//!
+//! Virtio devices get an MMIO window and an IRQ line each ([`MmioSlots`]);
+//! their interrupt eventfd becomes a KVM irqfd on that line.
 
 mod bus;
+mod virtio;
 
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use self::bus::{Bus, BusDevice, BusError, GuestRequest};
+pub use self::virtio::{MmioSlot, MmioSlots, SlotsExhausted};
 
 use crate::arch;
+use crate::config::DiskConfig;
+use crate::devices::virtio::block::{Block, BlockStats, DiskError, DiskImage};
+use crate::devices::virtio::{MmioTransport, VirtioDevice};
 use crate::devices::{debug_exit::DebugExit, i8042::I8042, serial::Serial};
+use crate::memory::GuestMemory;
+use crate::vm::Vm;
+
+/// A virtio device could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("could not open the disk image")]
+    Disk(#[from] DiskError),
+    #[error("could not create the device's queues or interrupt")]
+    Transport(#[source] io::Error),
+    #[error("no room for the device")]
+    Slots(#[from] SlotsExhausted),
+    #[error("could not route the device's interrupt to IRQ {0}")]
+    Irqfd(u32, #[source] io::Error),
+    #[error("could not map the device")]
+    Bus(#[from] BusError),
+}
 
 /// Guest accesses that hit no device.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +46,15 @@ pub struct UnmappedAccesses {
     pub writes: u64,
 }
 
-/// The VM's two buses and the legacy devices on them.
+/// The VM's two buses and the devices on them.
 #[derive(Debug)]
 pub struct DeviceManager {
     pio: Bus,
     mmio: Bus,
     unmapped: UnmappedAccesses,
     serial: Arc<Mutex<Serial>>,
+    virtio: MmioSlots,
+    blocks: Vec<Arc<Mutex<MmioTransport<Block>>>>,
 }
 
 impl DeviceManager {
@@ -37,7 +65,57 @@ impl DeviceManager {
         pio.insert(u64::from(arch::COM1_PORT), 8, serial.clone())?;
         pio.insert(u64::from(arch::DEBUG_EXIT_PORT), 1, Arc::new(Mutex::new(DebugExit)))?;
         pio.insert(u64::from(arch::I8042_PORT), 5, Arc::new(Mutex::new(I8042)))?;
-        Ok(Self { pio, mmio: Bus::default(), unmapped: UnmappedAccesses::default(), serial })
+        let virtio = MmioSlots::new(arch::VIRTIO_MMIO_BASE, arch::VIRTIO_MMIO_WINDOW, arch::VIRTIO_IRQS);
+        Ok(Self {
+            pio,
+            mmio: Bus::default(),
+            unmapped: UnmappedAccesses::default(),
+            serial,
+            virtio,
+            blocks: Vec::new(),
+        })
+    }
+
+    /// Opens `disk` and attaches a virtio-blk device for it.
+    pub(crate) fn attach_block(
+        &mut self,
+        vm: &Vm,
+        memory: &GuestMemory,
+        disk: &DiskConfig,
+    ) -> Result<MmioSlot, AttachError> {
+        let image = DiskImage::open(&disk.path, disk.read_only)?;
+        let transport = MmioTransport::new(Block::new(image), memory).map_err(AttachError::Transport)?;
+        let device = Arc::new(Mutex::new(transport));
+        let slot = self.attach_virtio(vm, device.clone())?;
+        self.blocks.push(device);
+        Ok(slot)
+    }
+
+    /// Gives `device` the next window and IRQ line and routes its interrupt
+    /// there through KVM.
+    fn attach_virtio<D: VirtioDevice + 'static>(
+        &mut self,
+        vm: &Vm,
+        device: Arc<Mutex<MmioTransport<D>>>,
+    ) -> Result<MmioSlot, AttachError> {
+        let mut slots = self.virtio.clone();
+        let slot = slots.allocate()?;
+        let transport = device.lock().unwrap_or_else(PoisonError::into_inner);
+        vm.register_irqfd(transport.interrupt().line(), slot.irq).map_err(|e| AttachError::Irqfd(slot.irq, e))?;
+        drop(transport);
+        self.mmio.insert(slot.base, slot.len, device)?;
+        self.virtio = slots;
+        Ok(slot)
+    }
+
+    /// The kernel command-line entries announcing the virtio devices.
+    pub fn virtio_cmdline(&self) -> String {
+        self.virtio.kernel_cmdline()
+    }
+
+    /// Each block device's request counts, in attach order.
+    pub fn block_stats(&self) -> Vec<BlockStats> {
+        self.blocks.iter().map(|b| b.lock().unwrap_or_else(PoisonError::into_inner).device().stats()).collect()
     }
 
     /// Attaches `device` to guest-physical `[base, base + len)`.

@@ -4,3 +4,4 @@
 pub mod debug_exit;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;

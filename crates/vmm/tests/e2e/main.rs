@@ -3,5 +3,6 @@
 //! Skipped (loudly) without /dev/kvm or gcc, unless `MOAT_REQUIRE_E2E=1`,
 //! in which case a missing prerequisite fails the run.
 
+mod blk;
 mod boot;
 mod util;

@@ -88,7 +88,9 @@ fn every_proper_prefix_is_incomplete_and_records_may_be_split() {
 
 #[test]
 fn other_protocols_are_not_tls() {
-    for bytes in [&b"GET / HTTP/1.1\r\n"[..], b"SSH-2.0-OpenSSH_9.6\r\n", b"\x16\x02\x00", b"\x16\x03\x09\x00\x10", b"\x00"] {
+    for bytes in
+        [&b"GET / HTTP/1.1\r\n"[..], b"SSH-2.0-OpenSSH_9.6\r\n", b"\x16\x02\x00", b"\x16\x03\x09\x00\x10", b"\x00"]
+    {
         assert_eq!(parse(bytes), Hello::NotTls, "{bytes:?}");
     }
 }

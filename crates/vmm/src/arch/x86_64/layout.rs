@@ -23,3 +23,11 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// First i8042 port; command/status is at +4 (0x64).
 pub const I8042_PORT: u16 = 0x60;
+
+/// First virtio-mmio window; devices follow one window apart.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Bytes of one virtio-mmio window (registers + config space).
+pub const VIRTIO_MMIO_WINDOW: u64 = 0x1000;
+/// IRQ lines (GSIs) handed to virtio devices: above the legacy ISA lines
+/// in use (timer, keyboard, cascade, COM2/COM1), up to the IOAPIC's last pin.
+pub const VIRTIO_IRQS: std::ops::RangeInclusive<u32> = 5..=23;

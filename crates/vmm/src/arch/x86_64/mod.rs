@@ -26,6 +26,9 @@ const _: () = {
     assert!(BOOT_STACK_POINTER < PML4_ADDR);
     assert!(PML4_ADDR + PAGE_TABLE_BYTES <= PAYLOAD_ADDR);
     assert!(PAYLOAD_ADDR < MMIO_GAP_START);
+    // Every virtio-mmio window sits in the hole, clear of the TSS pages.
+    assert!(VIRTIO_MMIO_BASE >= MMIO_GAP_START);
+    assert!(VIRTIO_MMIO_BASE + 32 * VIRTIO_MMIO_WINDOW <= KVM_TSS_ADDR);
 };
 
 /// Arch-specific VM or vCPU set-up failed.

@@ -1,0 +1,193 @@
+//! Egress proxy throughput and latency (issue #4), side by side on loopback
+//! against one local HTTPS upstream with one client and one workload:
+//!
+//! * direct: client → upstream (the baseline);
+//! * moat tunnel: CONNECT through our proxy, TLS passed through untouched;
+//! * moat intercept: CONNECT, TLS terminated by our proxy, which adds a
+//!   header to every request (the credential-injection path), with no log
+//!   and again with the SQLite connection log;
+//! * mitmproxy: `mitmdump` intercepting and adding the same header;
+//! * squid: the classic forward proxy, tunnelling.
+//!
+//! The workload: `GET /` answered with a 100-byte body, HTTP/1.1 keep-alive
+//! inside TLS; N persistent connections send requests back to back. Policy
+//! decisions per second are measured by `crates/netproxy/benches/policy.rs`.
+//!
+//! Usage: `cargo xtask bench egress`, or run this binary with
+//! `[--secs 5] [--warmup 1] [--conns 8,1] [--setups 100] [--only key,...]`
+//! (keys: direct, tunnel, intercept, intercept-log, mitmproxy, squid).
+//! A tool that is missing is reported as skipped; the rest still run.
+
+mod client;
+mod ours;
+mod report;
+mod tools;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+
+use client::{Client, Route};
+use ours::{Log, Variant};
+use report::Outcome;
+
+struct Options {
+    secs: u64,
+    warmup: u64,
+    conns: Vec<usize>,
+    setups: usize,
+    only: Option<Vec<String>>,
+}
+
+fn options() -> Options {
+    let mut o = Options { secs: 5, warmup: 1, conns: vec![8, 1], setups: 100, only: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let number = || value.parse().unwrap_or_else(|_| panic!("{flag}: not a number: {value}"));
+        match flag.as_str() {
+            "--secs" => o.secs = number(),
+            "--warmup" => o.warmup = number(),
+            "--setups" => o.setups = number() as usize,
+            "--conns" => o.conns = value.split(',').map(|c| c.trim().parse().expect("--conns: numbers")).collect(),
+            "--only" => o.only = Some(value.split(',').map(str::to_string).collect()),
+            _ => panic!("unknown option {flag}; see the doc comment of benches/egress/main.rs"),
+        }
+    }
+    o
+}
+
+fn runtime(name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A scenario before it runs: how its client reaches the upstream, or why it cannot.
+struct Scenario {
+    key: &'static str,
+    label: &'static str,
+    client: Result<Client, String>,
+}
+
+fn main() {
+    let opts = options();
+    let wanted = |key: &str| opts.only.as_ref().is_none_or(|keys| keys.iter().any(|k| k == key));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (upstream_rt, proxy_rt, client_rt) = (runtime("upstream"), runtime("proxy"), runtime("client"));
+
+    let ca = upstream::TestCa::new();
+    let up = upstream::start(&upstream_rt, &ca);
+    let port = up.port();
+    let scratch = tempfile::Builder::new().prefix("moat-bench-egress-").tempdir().expect("temp dir");
+
+    let through = |key, label, started: Result<(std::net::SocketAddr, String), String>| Scenario {
+        key,
+        label,
+        client: started.and_then(|(addr, ca_pem)| Client::new(Route::Proxy(addr), port, &ca_pem)),
+    };
+    let ours = |variant, log| {
+        ours::start(&proxy_rt, variant, log, port, &ca.pem).map(|(p, db)| ((p.addr, p.ca_pem.clone()), db))
+    };
+    let mut logs = Vec::new();
+    let mut keep_tools = Vec::new();
+    let mut scenarios = vec![Scenario {
+        key: "direct",
+        label: "direct (no proxy)",
+        client: Client::new(Route::Direct(up), port, &ca.pem),
+    }];
+    if wanted("tunnel") {
+        let started = ours(Variant::Tunnel, Log::None).map(|(s, _)| (s.0, ca.pem.clone()));
+        scenarios.push(through("tunnel", "moat tunnel", started));
+    }
+    if wanted("intercept") {
+        scenarios.push(through(
+            "intercept",
+            "moat intercept (+header)",
+            ours(Variant::Intercept, Log::None).map(|(s, _)| s),
+        ));
+    }
+    if wanted("intercept-log") {
+        let db = scratch.path().join("log.db");
+        let started = ours(Variant::Intercept, Log::Sqlite(&db)).map(|(s, db)| {
+            logs.extend(db);
+            s
+        });
+        scenarios.push(through("intercept-log", "moat intercept + SQLite log", started));
+    }
+    if wanted("mitmproxy") {
+        let started = tools::mitmproxy(&ca.pem).map(|t| {
+            let s = (t.addr, t.ca_pem.clone().unwrap_or_default());
+            keep_tools.push(t);
+            s
+        });
+        scenarios.push(through("mitmproxy", "mitmproxy (mitmdump, +header)", started));
+    }
+    if wanted("squid") {
+        let started = tools::squid(port).map(|t| {
+            let s = (t.addr, ca.pem.clone());
+            keep_tools.push(t);
+            s
+        });
+        scenarios.push(through("squid", "squid (tunnel)", started));
+    }
+
+    println!(
+        "== egress proxy benchmark: HTTPS GET / -> {}-byte body, HTTP/1.1 keep-alive, loopback ==",
+        upstream::BODY_LEN
+    );
+    println!(
+        "machine: {cores} cores, shared by the client, the upstream and the proxy under test \
+         (each on its own 2-thread tokio runtime in this process; mitmdump and squid are separate processes), \
+         so figures are lower bounds for a proxy with cores of its own"
+    );
+    println!(
+        "each scenario: {}s warm-up + {}s measured per concurrency level ({:?}); \
+         TLS resumption off, so every new connection is a full handshake",
+        opts.warmup, opts.secs, opts.conns
+    );
+
+    let mut outcomes = Vec::new();
+    for s in scenarios {
+        let client = match s.client {
+            Ok(c) => Arc::new(c),
+            Err(why) => {
+                eprintln!("{}: skipped: {why}", s.label);
+                outcomes.push(Outcome {
+                    key: s.key,
+                    label: s.label,
+                    skipped: Some(why),
+                    loads: Vec::new(),
+                    setup: Ok(Vec::new()),
+                });
+                continue;
+            }
+        };
+        eprintln!("{}: new connections…", s.label);
+        let setup = client_rt.block_on(client::setup(&client, opts.setups));
+        let mut loads = Vec::new();
+        for &conns in &opts.conns {
+            eprintln!("{}: {conns} connection(s)…", s.label);
+            let run = client::load(
+                Arc::clone(&client),
+                conns,
+                Duration::from_secs(opts.warmup),
+                Duration::from_secs(opts.secs),
+            );
+            loads.push((conns, client_rt.block_on(run)));
+        }
+        outcomes.push(Outcome { key: s.key, label: s.label, skipped: None, loads, setup });
+    }
+    report::print(&outcomes, &opts.conns, opts.setups);
+    for db in &logs {
+        db.flush();
+        println!("SQLite log: {} record(s) dropped (queue full) during the run", db.dropped());
+    }
+    println!("policy decisions/s with 1,000 rules: `cargo bench -p moat-netproxy --bench policy` (run by `cargo xtask bench egress`)");
+    drop(keep_tools);
+}
