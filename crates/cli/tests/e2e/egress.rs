@@ -95,6 +95,15 @@ fn every_connection_is_policed_whatever_the_guest_does() {
     let out = m.run(&["exec", "net", "curl", "-sS", "--noproxy", "*", &format!("http://127.0.0.1:{port}/")]);
     assert_eq!(out.status.code(), Some(7), "127.0.0.1 is the guest's own loopback: {}", stderr(&out));
 
+    // ...until the user exposes one host service: `localhost:PORT` is `host.moat.internal` inside.
+    let hostsvc = format!("http://host.moat.internal:{port}");
+    let code = m.sh("net", &format!("curl -s -o /dev/null -w '%{{http_code}}' {hostsvc}/before"));
+    assert_eq!(code, "403");
+    m.ok(&["policy", "allow", "network", &format!("localhost:{port}"), "--sandbox", "net"]);
+    assert_eq!(m.sh("net", &format!("sleep 1; curl -sS {hostsvc}/hostsvc")), "hello from upstream\n");
+    assert_eq!(m.sh("net", &format!("curl -sS --noproxy '*' {hostsvc}/hostsvc-direct")), "hello from upstream\n");
+    m.ok(&["policy", "rm", "allow", "network", &format!("localhost:{port}"), "--sandbox", "net"]);
+
     // Raw TCP to an address no name maps to: accepted by the redirect, refused by the proxy.
     let raw = "exec 3<>/dev/tcp/198.18.255.254/9; echo hi >&3; timeout 5 cat <&3; echo \"read:$?\"";
     assert_eq!(m.ok(&["exec", "net", "bash", "-c", raw]), "read:0\n", "nothing comes back");

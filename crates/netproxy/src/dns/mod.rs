@@ -23,6 +23,6 @@ mod tests;
 
 pub use fake_ips::{FakeIps, DEFAULT_CAPACITY, GATEWAY, GATEWAY_NAME};
 pub use limiter::{BURST, RATE, WINDOW};
-pub use resolvable::resolvable;
+pub use resolvable::{host_alias_resolvable, resolvable};
 pub use responder::{Responder, ServeError, TTL};
 pub use wire::MAX_MESSAGE;

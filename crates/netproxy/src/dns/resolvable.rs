@@ -1,6 +1,6 @@
 //! Which names the guest may resolve: those it could connect to on some port.
 
-use crate::policy::{Action, CompiledPolicy, Decision, Ports, Request, Resource};
+use crate::policy::{Action, CompiledPolicy, Decision, PortSet, Ports, Request, Resource};
 
 /// Port 0 is never named by a rule (rules take 1 to 65535), so it stands for
 /// every port no rule names.
@@ -36,6 +36,27 @@ pub fn resolvable(policy: &CompiledPolicy, sandbox: &str, host: &str) -> Decisio
         .map(|port| policy.decide(&Request::new(sandbox, host, port)))
         .find(Decision::is_allowed)
         .unwrap_or(first)
+}
+
+/// Whether `sandbox` may resolve the host machine's name
+/// ([`HOST_ALIAS`](crate::policy::HOST_ALIAS)): only through an allow rule
+/// naming `localhost` itself (the proxy will refuse the loopback address for
+/// anything less, `**` included), and only where no deny wins. `None` if not.
+pub fn host_alias_resolvable(policy: &CompiledPolicy, sandbox: &str) -> Option<Decision> {
+    policy.rules().iter().find_map(|entry| {
+        let rule = &entry.rule;
+        let names_localhost = matches!(&rule.resource, Resource::Host { pattern, .. } if pattern.is_localhost());
+        if rule.action != Action::Allow || !names_localhost || !rule.applies_to(sandbox) {
+            return None;
+        }
+        let port = match rule.port_set() {
+            PortSet::One(p) => p,
+            PortSet::Web => 80,
+            PortSet::Any => 1,
+        };
+        let decision = policy.decide(&Request::new(sandbox, crate::policy::HOST_ALIAS, port));
+        decision.is_allowed().then_some(decision)
+    })
 }
 
 #[cfg(test)]

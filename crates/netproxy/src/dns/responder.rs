@@ -7,6 +7,7 @@
 //! | any type, name denied or not a host name| NXDOMAIN                                |
 //! | PTR for a fake address                  | NOERROR, the name it stands for         |
 //! | `gateway.moat.internal`, `localhost`    | 198.18.0.1, 127.0.0.1 (A only)          |
+//! | `host.moat.internal` (the host machine) | like any name, decided as `localhost`   |
 //! | other names under `moat.internal`       | NXDOMAIN                                |
 //! | class other than IN, AXFR/IXFR          | REFUSED                                 |
 //! | not a standard query                    | NOTIMP                                  |
@@ -25,8 +26,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::fake_ips::{FakeIps, GATEWAY, GATEWAY_NAME};
+use crate::policy::HOST_ALIAS;
 use super::limiter::Limiter;
-use super::resolvable::resolvable;
+use super::resolvable::{host_alias_resolvable, resolvable};
 use super::wire::{self, rtype, Answer, Query, Rcode, Reply, CLASS_IN, MAX_MESSAGE};
 use crate::log::{ConnectionRecord, ConnectionSink, LogMode, LogVerdict};
 use crate::policy::{Decision, Policy, Reason};
@@ -156,7 +158,7 @@ impl Responder {
             let outcome = Outcome::new(host, LogVerdict::Allowed, format!("{type_name}: built-in name"));
             return (Rcode::NoError, answer, outcome);
         }
-        if host == INTERNAL_ZONE || host.ends_with(".moat.internal") {
+        if host != HOST_ALIAS && (host == INTERNAL_ZONE || host.ends_with(".moat.internal")) {
             let outcome = Outcome::new(host, LogVerdict::Denied, format!("{type_name}: no such Moat name"));
             return (Rcode::NxDomain, None, outcome);
         }
@@ -169,7 +171,21 @@ impl Responder {
             let outcome = Outcome::new(host, LogVerdict::Denied, format!("{type_name}: an IP address is not a name"));
             return (Rcode::NxDomain, None, outcome);
         }
-        let decision = resolvable(&self.policy.snapshot(), &self.sandbox, &host);
+        let policy = self.policy.snapshot();
+        let decision = if host == HOST_ALIAS {
+            // The host machine needs a rule naming `localhost` itself, as the
+            // proxy will when it meets the loopback address; `**` is not enough.
+            match host_alias_resolvable(&policy, &self.sandbox) {
+                Some(d) => d,
+                None => {
+                    let note = format!("{type_name}: the host machine needs `allow network localhost:PORT`");
+                    let outcome = Outcome { host, verdict: LogVerdict::Denied, rule: None, note };
+                    return (Rcode::NxDomain, None, outcome);
+                }
+            }
+        } else {
+            resolvable(&policy, &self.sandbox, &host)
+        };
         let rule = rule_label(&decision);
         if !decision.is_allowed() {
             let note = match rule {

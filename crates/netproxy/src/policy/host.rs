@@ -162,6 +162,11 @@ pub(crate) enum Target<'a> {
 
 /// Normalizes a host as a client sent it, without allocating: lowercase is
 /// written into `buf`. `None` if it is neither an IP literal nor a valid name.
+/// The guest's name for the host machine itself: decided (and resolved) as
+/// `localhost`, so `allow network localhost:8080` is how a user lets the agent
+/// reach `http://host.moat.internal:8080`.
+pub const HOST_ALIAS: &str = "host.moat.internal";
+
 pub(crate) fn parse_target<'b>(host: &str, buf: &'b mut [u8; MAX_NAME_LEN]) -> Option<Target<'b>> {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner.parse::<Ipv6Addr>().ok().map(|ip| Target::Ip(IpAddr::V6(ip)));
@@ -176,5 +181,8 @@ pub(crate) fn parse_target<'b>(host: &str, buf: &'b mut [u8; MAX_NAME_LEN]) -> O
     }
     let name = std::str::from_utf8(out).ok()?;
     check_name(name).ok()?;
+    if name == HOST_ALIAS {
+        return Some(Target::Name("localhost"));
+    }
     Some(Target::Name(name))
 }

@@ -25,7 +25,7 @@ mod tests;
 pub use address::{classify, AddressClass, IpNet};
 pub use compiled::CompiledPolicy;
 pub use decision::{Decision, Origin, Reason, Remedy, Request, RuleEntry, Verdict};
-pub use host::{HostPattern, NameProblem, MAX_NAME_LEN};
+pub use host::{HostPattern, NameProblem, HOST_ALIAS, MAX_NAME_LEN};
 pub use preset::{Preset, PresetError};
 pub use rule::{
     parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, Scope,

@@ -19,13 +19,18 @@ pub trait Resolve: Send + Sync {
 }
 
 /// The host's resolver (`getaddrinfo` on a blocking thread: `/etc/hosts`,
-/// then DNS as the host is configured).
+/// then DNS as the host is configured); [`HOST_ALIAS`](crate::policy::HOST_ALIAS)
+/// is the loopback addresses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn resolve<'a>(&'a self, host: &'a str) -> ResolveFuture<'a> {
         Box::pin(async move {
+            if host == crate::policy::HOST_ALIAS {
+                // The host machine as the guest names it; the policy decides it as `localhost`.
+                return Ok(vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)]);
+            }
             let addrs = tokio::net::lookup_host((host, 0)).await?;
             let mut ips: Vec<IpAddr> = Vec::new();
             for addr in addrs {

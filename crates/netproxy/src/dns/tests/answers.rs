@@ -210,3 +210,13 @@ fn without_a_sink_nothing_is_logged() {
     let r = Responder::new(policy, Arc::new(FakeIps::default()), None, "web".into());
     assert_eq!(decode(&r.answer(&Query::new("example.com", A).bytes())).rcode, NOERROR);
 }
+
+#[test]
+fn the_host_machine_resolves_only_when_a_localhost_rule_lets_it() {
+    let s = setup(Preset::AllowAll, &[]);
+    assert_eq!(s.ask(&Query::new("host.moat.internal", A)).rcode, NXDOMAIN);
+    s.policy.update(Preset::AllowAll, &["allow network localhost:8080".parse().unwrap()]);
+    let ip = s.ask(&Query::new("host.moat.internal", A)).a().expect("an address once allowed");
+    assert_eq!(s.fake.lookup_ip(ip).as_deref(), Some("host.moat.internal"));
+    assert_eq!(s.ask(&Query::new("other.moat.internal", A)).rcode, NXDOMAIN, "no other Moat names");
+}

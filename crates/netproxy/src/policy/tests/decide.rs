@@ -181,3 +181,16 @@ fn shared_policy_updates_apply_at_once() {
     }
     assert!(reader.join().unwrap() <= 1000);
 }
+
+#[test]
+fn the_host_alias_is_decided_as_localhost() {
+    let loopback = "127.0.0.1".parse().unwrap();
+    let p = Policy::new(Preset::DenyAll, &["allow network localhost:8080".parse().unwrap()]);
+    assert!(p.decide(&Request::new("s", "host.moat.internal", 8080)).is_allowed());
+    assert!(p.decide(&Request::new("s", "HOST.moat.internal.", 8080)).is_allowed());
+    assert!(!p.decide(&Request::new("s", "host.moat.internal", 8081)).is_allowed(), "only the port the rule names");
+    assert!(p.decide_address(&Request::new("s", "host.moat.internal", 8080), loopback).is_allowed());
+    let p = Policy::new(Preset::AllowAll, &[]);
+    let req = Request::new("s", "host.moat.internal", 80);
+    assert!(!p.decide_address(&req, loopback).is_allowed(), "allow-all does not open the host machine");
+}
