@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use crate::util::{cargo, have, is_root, run};
 
 /// Debian packages: QEMU, image building (debootstrap, kernel toolchain), e2fsprogs,
-/// and the C libraries virtiofsd links against.
+/// the C libraries virtiofsd links against, and what the tests use.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "debootstrap",
@@ -25,6 +25,10 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "lz4",
+    // Tests: test CAs and certificates (openssl), stand-in HTTPS services (python3), LFS repositories.
+    "openssl",
+    "python3",
+    "git-lfs",
 ];
 
 /// Rust tools from crates.io: the virtio-fs daemon, pinned. (The vsock backend,

@@ -211,7 +211,10 @@ fn log(home: &Home, name: Option<&str>, json: bool, limit: usize, follow: bool, 
     if dropped > 0 {
         eprintln!("moat: {dropped} record(s) could not be logged (the log was busy); the rest is complete");
     }
-    while follow {
+    if !follow {
+        return Ok(());
+    }
+    loop {
         let fresh = follower.poll(&reader)?;
         for (_, rec) in &fresh {
             print_record(rec, json)?;
@@ -220,7 +223,6 @@ fn log(home: &Home, name: Option<&str>, json: bool, limit: usize, follow: bool, 
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    Ok(())
 }
 
 fn print_record(rec: &ConnectionRecord, json: bool) -> Result<()> {

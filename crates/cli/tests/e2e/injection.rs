@@ -163,7 +163,7 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     assert!(basic_auth.starts_with("Basic "), "{basic_auth}");
     let decoded = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
         use std::io::Write;
-        c.stdin.take().unwrap().write_all(basic_auth[6..].as_bytes())?;
+        c.stdin.take().unwrap().write_all(&basic_auth.as_bytes()[6..])?;
         c.wait_with_output()
     });
     assert_eq!(String::from_utf8_lossy(&decoded.unwrap().stdout), format!("x-access-token:{real}"));
