@@ -139,6 +139,8 @@ pub struct Load {
     pub rps: f64,
     /// Latency of each request in the window, sorted.
     pub latencies: Vec<Duration>,
+    /// Connections the upstream accepted during the run (warm-up included).
+    pub upstream_conns: u64,
 }
 
 /// `conns` persistent connections, each sending requests back to back for
@@ -158,7 +160,7 @@ pub async fn load(client: Arc<Client>, conns: usize, warmup: Duration, measure: 
             loop {
                 let t = Instant::now();
                 if t >= end {
-                    return Ok(latencies);
+                    return Ok::<_, Error>(latencies);
                 }
                 client.get(&mut conn).await?;
                 if t >= counted_from {
@@ -173,7 +175,7 @@ pub async fn load(client: Arc<Client>, conns: usize, warmup: Duration, measure: 
     }
     let window = Instant::now().saturating_duration_since(counted_from).max(measure);
     latencies.sort_unstable();
-    Ok(Load { rps: latencies.len() as f64 / window.as_secs_f64(), latencies })
+    Ok(Load { rps: latencies.len() as f64 / window.as_secs_f64(), latencies, upstream_conns: 0 })
 }
 
 /// New connections one after another: open (CONNECT, TLS) and one `GET /`

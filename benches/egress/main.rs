@@ -83,7 +83,7 @@ fn main() {
 
     let ca = upstream::TestCa::new();
     let up = upstream::start(&upstream_rt, &ca);
-    let port = up.port();
+    let port = up.addr.port();
     let scratch = tempfile::Builder::new().prefix("moat-bench-egress-").tempdir().expect("temp dir");
 
     let through = |key, label, started: Result<(std::net::SocketAddr, String), String>| Scenario {
@@ -99,7 +99,7 @@ fn main() {
     let mut scenarios = vec![Scenario {
         key: "direct",
         label: "direct (no proxy)",
-        client: Client::new(Route::Direct(up), port, &ca.pem),
+        client: Client::new(Route::Direct(up.addr), port, &ca.pem),
     }];
     if wanted("tunnel") {
         let started = ours(Variant::Tunnel, Log::None).map(|(s, _)| (s.0, ca.pem.clone()));
@@ -144,7 +144,8 @@ fn main() {
     println!(
         "machine: {cores} cores, shared by the client, the upstream and the proxy under test \
          (each on its own 2-thread tokio runtime in this process; mitmdump and squid are separate processes), \
-         so figures are lower bounds for a proxy with cores of its own"
+         so figures are lower bounds for a proxy with cores of its own; load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
     );
     println!(
         "each scenario: {}s warm-up + {}s measured per concurrency level ({:?}); \
@@ -179,7 +180,12 @@ fn main() {
                 Duration::from_secs(opts.warmup),
                 Duration::from_secs(opts.secs),
             );
-            loads.push((conns, client_rt.block_on(run)));
+            let before = up.accepted();
+            let load = client_rt.block_on(run).map(|mut l| {
+                l.upstream_conns = up.accepted() - before;
+                l
+            });
+            loads.push((conns, load));
         }
         outcomes.push(Outcome { key: s.key, label: s.label, skipped: None, loads, setup });
     }

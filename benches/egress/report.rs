@@ -30,10 +30,11 @@ fn us(d: Duration) -> f64 {
 /// against issue #4's targets.
 pub fn print(outcomes: &[Outcome], levels: &[usize], setups: usize) {
     let direct = outcomes.iter().find(|o| o.key == "direct");
-    println!("\nsteady state (persistent connections, sequential requests on each):");
+    println!("\nsteady state (persistent connections, sequential requests on each; upstr. TCP = connections the");
+    println!("upstream accepted during the run, warm-up included; a proxy reusing its upstream side opens `conns`):");
     println!(
-        "{:<34} {:>5} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "scenario", "conns", "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs"
+        "{:<34} {:>5} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "scenario", "conns", "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "upstr. TCP"
     );
     for &conns in levels {
         let base = direct.and_then(|d| d.load(conns));
@@ -50,13 +51,14 @@ pub fn print(outcomes: &[Outcome], levels: &[usize], setups: usize) {
                         (Some(b), _) => format!("{:+.0}", us(mine) - us(percentile(&b.latencies, p))),
                     };
                     println!(
-                        "{:<34} {conns:>5} {:>9.0} {:>9.0} {:>9.0} {:>10} {:>10}",
+                        "{:<34} {conns:>5} {:>9.0} {:>9.0} {:>9.0} {:>10} {:>10} {:>9}",
                         o.label,
                         l.rps,
                         us(p50),
                         us(p99),
                         added(50.0, p50),
-                        added(99.0, p99)
+                        added(99.0, p99),
+                        l.upstream_conns
                     );
                 }
                 Some(Err(why)) => println!("{:<34} {conns:>5}  failed: {why}", o.label),

@@ -2,6 +2,7 @@
 //! loopback, keep-alive, answering every request with the same small body.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -52,13 +53,29 @@ impl TestCa {
     }
 }
 
-/// Starts the upstream on `rt`; returns its address.
-pub fn start(rt: &Runtime, ca: &TestCa) -> SocketAddr {
+/// A running upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+}
+
+impl Upstream {
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the upstream on `rt`.
+pub fn start(rt: &Runtime, ca: &TestCa) -> Upstream {
     let acceptor = TlsAcceptor::from(ca.server_config());
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind the upstream");
     let addr = listener.local_addr().expect("upstream address");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
     rt.spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
@@ -68,7 +85,7 @@ pub fn start(rt: &Runtime, ca: &TestCa) -> SocketAddr {
             });
         }
     });
-    addr
+    Upstream { addr, accepted }
 }
 
 fn response() -> Vec<u8> {

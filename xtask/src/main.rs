@@ -39,8 +39,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the benchmarks (release builds, real guests) and print the figures.
-    Bench,
+    /// Run the benchmarks (release builds) and print the figures: `bench egress`
+    /// for the proxy alone, `bench lifecycle` for real guests, nothing for all.
+    Bench(bench::Args),
     /// Boot moat-vmm's freestanding test guests through /dev/kvm; prints `vmm-smoke: ok` last.
     VmmSmoke,
     /// Check repository rules (file sizes, docs, no ignored tests).
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Install => dist::install(),
         Command::Test { args } => test::run_tests(&args),
         Command::Tidy => tidy::check(),
-        Command::Bench => bench::run_benches(),
+        Command::Bench(args) => bench::run_benches(&args),
         Command::VmmSmoke => vmm_smoke::run(),
     }
 }

@@ -69,8 +69,19 @@ impl Conn {
 
     /// True if the peer closed, sent something unasked, or failed — checked
     /// without waiting, before a kept connection is reused.
+    ///
+    /// One poll of a read, not a zero timeout: tokio's timer only fires on its
+    /// next 1 ms tick, which cost every reused connection a millisecond.
     pub(crate) async fn unusable(&mut self) -> bool {
-        !self.buffered().is_empty() || tokio::time::timeout(std::time::Duration::ZERO, self.fill()).await.is_ok()
+        if !self.buffered().is_empty() {
+            return true;
+        }
+        let mut fill = std::pin::pin!(self.fill());
+        std::future::poll_fn(|cx| match std::future::Future::poll(fill.as_mut(), cx) {
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(true),
+            std::task::Poll::Pending => std::task::Poll::Ready(false),
+        })
+        .await
     }
 
     /// Writes all of `bytes` to the stream and flushes.
