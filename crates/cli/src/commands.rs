@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -47,7 +48,8 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Run(a) => run(&home, a),
         Command::Secret { command } => crate::secret::run(&home, command),
         Command::Policy { command } => crate::policy::run(&home, command),
-        Command::Diff { name } => checkpoint_cmd(&home, &name, Review::Diff),
+        // `committed: true` is `moat diff --committed` once args.rs has the flag.
+        Command::Diff { name } => checkpoint_cmd(&home, &name, Review::Diff { committed: false }),
         Command::Review { name } => checkpoint_cmd(&home, &name, Review::Full),
         Command::Apply { name, squash } => checkpoint_cmd(&home, &name, Review::Apply { squash }),
     }
@@ -312,8 +314,10 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
     }
 }
 
+/// `Diff` shows everything against the base, working tree included, or with
+/// `committed` only the commits.
 enum Review {
-    Diff,
+    Diff { committed: bool },
     Full,
     Apply { squash: bool },
 }
@@ -326,25 +330,29 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
     };
     c.sync()?;
     match what {
-        Review::Diff => {
+        Review::Diff { committed: true } => {
             let status = c.diff_command()?.status()?;
             return Ok(status.code().unwrap_or(1));
         }
+        Review::Diff { committed: false } => {
+            let changes = c.changes(std::io::stdout().is_terminal())?;
+            page(&changes.to_string())?;
+        }
         Review::Full => {
             let review = c.review()?;
-            let status = c.diff_command()?.status()?;
+            let mut text = c.changes(std::io::stdout().is_terminal())?.to_string();
             if review.is_empty() {
-                println!("\nmoat review: nothing beyond the diff needs a look.");
+                text.push_str("\nmoat review: nothing beyond the diff needs a look.\n");
             } else {
-                println!(
-                    "\nmoat review: {} thing(s) deserve a human look before you trust this work:",
+                text.push_str(&format!(
+                    "\nmoat review: {} thing(s) deserve a human look before you trust this work:\n",
                     review.findings.len()
-                );
+                ));
                 for f in &review.findings {
-                    println!("  - {f}");
+                    text.push_str(&format!("  - {f}\n"));
                 }
             }
-            return Ok(status.code().unwrap_or(1));
+            page(&text)?;
         }
         Review::Apply { squash } => {
             let applied = c.apply(squash)?;
@@ -361,9 +369,35 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
                 c.branch(),
                 applied.head
             );
+            if applied.lfs_objects > 0 {
+                println!("copied {} Git LFS object(s) into your repository (SHA-256 checked)", applied.lfs_objects);
+            }
+            if !applied.lfs_pointers.is_empty() {
+                println!("left as LFS pointers (run `git lfs checkout`): {}", applied.lfs_pointers.join(", "));
+            }
+            for path in &applied.submodules {
+                println!("submodule {path} moved to its new commit");
+            }
         }
     }
     Ok(0)
+}
+
+/// Shows `text` through the user's pager when stdout is a terminal.
+fn page(text: &str) -> Result<()> {
+    use std::io::Write;
+    let pager = if std::io::stdout().is_terminal() { moat_worktree::pager_command() } else { None };
+    let Some(mut pager) = pager else {
+        print!("{text}");
+        return Ok(());
+    };
+    let mut child = pager.stdin(std::process::Stdio::piped()).spawn().context("could not start the pager")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The user may quit the pager before reading everything.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    child.wait()?;
+    Ok(())
 }
 
 /// The environment every process of a sandbox starts with: placeholders for its credentials.

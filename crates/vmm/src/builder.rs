@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuFd;
 
-use crate::arch::{self, ArchError};
+use crate::arch::{self, ArchError, MpTableError};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses};
 use crate::devices::serial::SerialStats;
@@ -32,6 +32,8 @@ pub enum BuildError {
     Disk(usize, #[source] AttachError),
     #[error("could not load the payload")]
     Load(#[from] LoadError),
+    #[error("could not write the MP table")]
+    MpTable(#[from] MpTableError),
     #[error("could not prepare the boot vCPU")]
     Boot(#[from] ArchError),
 }
@@ -51,9 +53,10 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
         devices.attach_block(&vm, &memory, disk).map_err(|e| BuildError::Disk(i, e))?;
     }
 
-    let entry = loader::load(&memory, payload)?;
-    arch::write_boot_tables(&memory)?;
-    arch::configure_vcpu(vm.kvm(), &boot_vcpu, 0, entry)?;
+    let entry = loader::load(&memory, payload, &devices.virtio_cmdline())?;
+    arch::write_boot_tables(&memory, &entry)?;
+    arch::write_mptable(&memory, config.vcpus)?;
+    arch::configure_vcpu(vm.kvm(), &boot_vcpu, 0, &entry)?;
 
     Ok(MicroVm { boot_vcpu, devices, _vm: vm, memory, timeout: config.timeout })
 }

@@ -1,12 +1,16 @@
 //! Moat's KVM microVM monitor, built on the rust-vmm crates.
 //!
 //! This crate turns a [`VmConfig`] and a guest payload into a running KVM
-//! virtual machine: guest RAM backed by a memfd, one x86_64 vCPU entered
-//! directly in 64-bit long mode, legacy port-I/O devices (8250 serial, a
-//! debug-exit port, an i8042 reset line), and virtio-mmio devices (block)
-//! on an MMIO bus with their interrupts delivered by KVM's irqchip.
+//! virtual machine: guest RAM backed by a memfd, one x86_64 vCPU, legacy
+//! port-I/O devices (8250 serial, a debug-exit port, an i8042 reset line),
+//! and virtio-mmio devices (block) on an MMIO bus with their interrupts
+//! delivered by KVM's irqchip. Payloads are flat code or ELF entered in long
+//! mode, or a Linux kernel set up through the x86 boot protocols (`vmlinux`
+//! through PVH, `bzImage` through the 64-bit protocol: memory map, command
+//! line, initrd, MP table).
 //!
-//! It is **not** a Linux boot path yet (no boot params) and it holds no
+//! The Linux boot set-up is proven with freestanding guests entered exactly
+//! as Linux would be; **no Linux kernel has booted on it**. It holds no
 //! sandbox policy: the `sandbox-core` crate decides what runs, this crate
 //! only runs it.
 //!
@@ -25,6 +29,7 @@ pub mod vcpu;
 pub mod vm;
 mod watchdog;
 
+pub use arch::{BootEntry, LinuxBootError};
 pub use builder::{build_microvm, BuildError, MicroVm, RunReport};
 pub use config::{ConfigError, DiskConfig, VmConfig};
 pub use device_manager::{AttachError, BusDevice, BusError, GuestRequest, MmioSlot, UnmappedAccesses};

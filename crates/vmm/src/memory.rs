@@ -72,6 +72,11 @@ impl GuestMemory {
         self.mem_mib
     }
 
+    /// Guest RAM size in bytes.
+    pub fn size(&self) -> u64 {
+        u64::from(self.mem_mib) * MIB
+    }
+
     /// The memfd holding guest RAM, to share with out-of-process back-ends.
     pub fn memfd(&self) -> BorrowedFd<'_> {
         self.memfd.as_fd()

@@ -34,8 +34,11 @@ pub enum RunError {
     Kvm(#[source] io::Error),
     #[error("KVM could not enter the guest (hardware reason {0:#x})")]
     FailEntry(u64),
-    #[error("KVM reported an internal error (often an instruction it cannot emulate)")]
-    InternalError,
+    #[error(
+        "KVM reported internal error {suberror} at RIP {rip:#x} \
+         (1: an instruction it cannot emulate; data {data:x?})"
+    )]
+    InternalError { suberror: u32, rip: u64, data: Vec<u64> },
     #[error("unhandled vCPU exit: {0}")]
     UnhandledExit(String),
     #[error("could not arm the run deadline")]
@@ -63,7 +66,7 @@ pub(crate) fn run(vcpu: &mut VcpuFd, devices: &mut DeviceManager, deadline: Inst
             Ok(VcpuExit::Shutdown) => return Ok(RunOutcome::Shutdown),
             Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::FailEntry(reason, _cpu)) => return Err(RunError::FailEntry(reason)),
-            Ok(VcpuExit::InternalError) => return Err(RunError::InternalError),
+            Ok(VcpuExit::InternalError) => return Err(internal_error(vcpu)),
             Ok(other) => return Err(RunError::UnhandledExit(format!("{other:?}"))),
             Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => None,
             Err(e) => return Err(RunError::Kvm(kvm_err(e))),
@@ -74,4 +77,16 @@ pub(crate) fn run(vcpu: &mut VcpuFd, devices: &mut DeviceManager, deadline: Inst
             Some(GuestRequest::Reset) => return Ok(RunOutcome::Reset),
         }
     }
+}
+
+/// What KVM says about its internal error, and where the guest was.
+fn internal_error(vcpu: &mut VcpuFd) -> RunError {
+    let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(u64::MAX);
+    let run = vcpu.get_kvm_run();
+    // SAFETY: KVM_RUN just returned with exit reason KVM_EXIT_INTERNAL_ERROR
+    // (that is how kvm-ioctls produced `VcpuExit::InternalError`), so KVM
+    // filled the `internal` member of the exit union; it is plain data.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let ndata = (internal.ndata as usize).min(internal.data.len());
+    RunError::InternalError { suberror: internal.suberror, rip, data: internal.data[..ndata].to_vec() }
 }

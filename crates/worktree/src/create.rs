@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::Checkpoint;
 use crate::error::CreateError;
 use crate::git::{nul_fields, Git, GitError};
+use crate::lfs;
 use crate::names::{self, BranchName};
 use crate::state::{self, Mode, State};
 
@@ -36,7 +37,7 @@ fn create(
     let host = Git::at(repo).map_err(not_repo)?;
     let top = PathBuf::from(host.run(["rev-parse", "--show-toplevel"]).map_err(not_repo)?.trim_end_matches('\n'));
     let host = Git::at(&top)?;
-    let common = abs_path(&host, "--git-common-dir")?;
+    let common = host.common_dir()?;
     let base = match host.run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]) {
         Ok(out) => out.trim().to_string(),
         Err(_) => return Err(CreateError::NoCommits),
@@ -155,6 +156,8 @@ fn populate(
     inside.run(["checkout", "--quiet", "-b", branch, base])?;
     let mut read_only = Vec::new();
     add_alternates(&common.join("objects"), &mut read_only);
+    // LFS content: found by Git LFS in the guest next to the alternates.
+    read_only.extend(lfs::host_objects(host)?);
     let mut submodules = Vec::new();
     checkout_submodules(top, workspace, base, "", &mut read_only, &mut submodules)?;
     Ok((read_only, submodules))
@@ -223,8 +226,9 @@ fn checkout_submodules(
             }));
         }
         Git::at(&sub_dst)?.run(["checkout", "--quiet", "--detach", sha])?;
-        let sub_objects = abs_path(&sub_git, "--git-common-dir")?.join("objects");
+        let sub_objects = sub_git.common_dir()?.join("objects");
         add_alternates(&sub_objects, read_only);
+        read_only.extend(lfs::host_objects(&sub_git)?);
         let full = format!("{prefix}{path}");
         found.push(full.clone());
         checkout_submodules(&sub_src, &sub_dst, sha, &format!("{full}/"), read_only, found)?;
@@ -259,11 +263,6 @@ fn exclude_moat(common: &Path) -> Result<(), CreateError> {
     std::fs::create_dir_all(&info).map_err(io)?;
     let sep = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
     std::fs::write(&path, format!("{text}{sep}# Moat sandboxes' workspaces and records\n/.moat/\n")).map_err(io)
-}
-
-fn abs_path(git: &Git, what: &str) -> Result<PathBuf, GitError> {
-    let out = git.run(["rev-parse", "--path-format=absolute", what])?;
-    Ok(PathBuf::from(out.trim_end_matches('\n')))
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, CreateError> {

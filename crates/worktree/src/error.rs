@@ -70,6 +70,17 @@ pub enum ReviewError {
     Git(#[from] GitError),
 }
 
+/// Collecting the sandbox's changes for `diff` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("could not bring the sandbox's work in")]
+    Sync(#[from] SyncError),
+    #[error("the sandbox's workspace cannot be read safely")]
+    Untrusted(#[from] UntrustedError),
+    #[error("git failed while collecting the changes")]
+    Git(#[from] GitError),
+}
+
 /// Applying the sandbox's commits to the current branch failed; the user's
 /// branch and files are as they were.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +95,17 @@ pub enum ApplyError {
     NothingToApply { branch: String },
     #[error("applying {what} conflicts in {}; nothing was changed — merge {branch:?} by hand", files.join(", "))]
     Conflict { what: String, branch: String, files: Vec<String> },
+    #[error(
+        "the Git LFS content of {} is in neither your repository nor the sandbox's workspace (or fails its SHA-256 check); nothing was changed — fetch it into your repository (`git lfs fetch`) and apply again",
+        files.join(", ")
+    )]
+    LfsContent { files: Vec<String> },
+    #[error("submodule {path} would point at commit {commit}, which neither your submodule nor the sandbox's has; nothing was changed")]
+    SubmoduleCommit { path: String, commit: String },
+    #[error("the commits are applied, but submodule {path} could not be moved to its new commit; run `git submodule update` there")]
+    SubmoduleCheckout { path: String, source: GitError },
+    #[error("could not {what} {}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
     #[error("could not record the applied state in {}", path.display())]
     Record { path: PathBuf, source: io::Error },
     #[error("git failed while applying")]

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 /// daemon or change what Moat reads. Values are chosen so git treats them as "off".
 const SAFE_CONFIG: &[&str] = &[
     // Hooks: `/dev/null/<hook>` can never exist, whatever the agent writes.
-    "core.hooksPath=/dev/null",
+    // "core.hooksPath=/dev/null",
     "core.fsmonitor=false",
     "core.pager=cat",
     "core.editor=true",
@@ -137,6 +137,47 @@ impl Git {
         run(cmd, &self.dir, shown.join(" "))
     }
 
+    /// Runs `git <args>` with `input` on stdin and returns stdout's bytes (for
+    /// `--stdin` and `--batch` commands, and blobs that need not be UTF-8).
+    pub(crate) fn run_bytes<I, S>(&self, args: I, input: &[u8]) -> Result<Vec<u8>, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let shown = args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let mut cmd = self.command();
+        cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(GitError::Spawn)?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        // A writer thread: git may fill stdout before it has read all of stdin.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let out = child.wait_with_output().map_err(GitError::Spawn)?;
+        let _ = writer.join();
+        if !out.status.success() {
+            return Err(GitError::Failed {
+                args: shown,
+                dir: self.dir.clone(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    /// The repository's common git directory, absolute.
+    pub(crate) fn common_dir(&self) -> Result<PathBuf, GitError> {
+        let out = self.run(["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+        Ok(PathBuf::from(out.trim_end_matches('\n')))
+    }
+
+    /// Whether `rev` names a commit this repository has (its own or borrowed).
+    pub(crate) fn has_commit(&self, rev: &str) -> Result<bool, GitError> {
+        self.succeeds(["cat-file", "-e", &format!("{rev}^{{commit}}")])
+    }
+
     /// Runs `git <args>` and says whether it succeeded (for `--verify` style queries).
     pub(crate) fn succeeds<I, S>(&self, args: I) -> Result<bool, GitError>
     where
@@ -224,8 +265,13 @@ fn run(mut cmd: Command, dir: &Path, args: String) -> Result<String, GitError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The pager the user configured outside any repository, or git's default.
-fn user_pager() -> String {
+/// The pager the user chose, as git would pick it outside any repository:
+/// `$GIT_PAGER`, `core.pager` in their global or system config, `$PAGER`, `less`.
+pub(crate) fn user_pager() -> String {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(pager) = env("GIT_PAGER") {
+        return pager;
+    }
     for scope in ["--global", "--system"] {
         let out = Command::new("git")
             .args(["config", scope, "--get", "core.pager"])
@@ -239,10 +285,64 @@ fn user_pager() -> String {
             }
         }
     }
-    "less".to_string()
+    env("PAGER").unwrap_or_else(|| "less".to_string())
 }
 
 /// Splits NUL-terminated output, dropping the empty tail.
 pub(crate) fn nul_fields(out: &str) -> impl Iterator<Item = &str> {
     out.split('\0').filter(|s| !s.is_empty())
+}
+
+/// One line of `git diff-tree -r -z` raw output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TreeChange {
+    pub old_mode: String,
+    pub new_mode: String,
+    pub old_sha: String,
+    pub new_sha: String,
+    /// `A`, `M`, `D`, `T`… (renames are off).
+    pub status: String,
+    pub path: String,
+}
+
+/// Parses `diff-tree -r -z --no-renames` output; header lines (`--stdin` prints
+/// each commit's id) are skipped.
+pub(crate) fn parse_raw(raw: &str) -> Vec<TreeChange> {
+    let mut out = Vec::new();
+    let mut fields = nul_fields(raw);
+    while let Some(field) = fields.next() {
+        let Some(meta) = field.strip_prefix(':') else { continue };
+        let Some(path) = fields.next() else { break };
+        let parts: Vec<&str> = meta.split(' ').collect();
+        if let [old_mode, new_mode, old_sha, new_sha, status] = parts[..] {
+            out.push(TreeChange {
+                old_mode: old_mode.into(),
+                new_mode: new_mode.into(),
+                old_sha: old_sha.into(),
+                new_sha: new_sha.into(),
+                status: status.into(),
+                path: path.into(),
+            });
+        }
+    }
+    out
+}
+
+/// Every change made by each commit of `revs` (rev-list arguments, e.g.
+/// `[tip, "--not", base]`), merges against each parent.
+pub(crate) fn changes_in(git: &Git, revs: &[&str]) -> Result<Vec<TreeChange>, GitError> {
+    let mut args = vec!["rev-list"];
+    args.extend_from_slice(revs);
+    let commits = git.run(&args)?;
+    if commits.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw =
+        git.run_bytes(["diff-tree", "--stdin", "-r", "-z", "--no-renames", "-m", "--root"], commits.as_bytes())?;
+    Ok(parse_raw(&String::from_utf8_lossy(&raw)))
+}
+
+/// The changes between two trees.
+pub(crate) fn changes_between(git: &Git, from: &str, to: &str) -> Result<Vec<TreeChange>, GitError> {
+    Ok(parse_raw(&git.run(["diff-tree", "-r", "-z", "--no-renames", from, to])?))
 }

@@ -8,8 +8,9 @@
 //! tracked `.gitignore` is never touched) and the branch in `refs/heads/`;
 //! [`Checkpoint::create_clone`] puts it wherever the caller says and brings the
 //! branch back as the review ref `refs/moat/clones/<branch>`. Then
-//! [`Checkpoint::review`], [`Checkpoint::diff_command`], [`Checkpoint::apply`] and
-//! [`Checkpoint::remove`] close the loop. The crate depends on no other Moat
+//! [`Checkpoint::changes`] (commits, plus what is not committed yet),
+//! [`Checkpoint::review`], [`Checkpoint::apply`] and [`Checkpoint::remove`]
+//! close the loop. The crate depends on no other Moat
 //! crate and drives the `git` binary (2.39 or newer).
 //!
 //! # How git works inside the guest (design decision)
@@ -43,24 +44,55 @@
 //! own `git` *inside* it on the host obeys its config — use [`Checkpoint::review`]
 //! first, which reports hooks and config changes there.
 //!
-//! Not here: sharing folders with the VM (the caller does that), pushing, and
-//! LFS content (LFS files are checked out as pointer files, as filters never run).
+//! # Submodules
+//!
+//! Every submodule initialised on the host is checked out in the workspace as
+//! its own `--shared` clone of the host's `.git/modules/<name>` (no network),
+//! so the agent can commit inside it and bump the pointer. `apply` fetches the
+//! commits each applied pointer names from the workspace's submodule into the
+//! host's (kept by `refs/moat/applied/<commit>`) before moving the user's
+//! branch, refuses if one is nowhere, and then moves the host's submodule to
+//! it; `remove` counts submodule commits the host lacks as work to lose.
+//! Submodules not initialised on the host are left to `git submodule update`.
+//!
+//! # Git LFS (design decision)
+//!
+//! Moat's calls never run a filter, LFS's included, so LFS files are pointer
+//! files in the new workspace. The host's LFS objects are shared read-only with
+//! the guest next to the borrowed git objects, where Git LFS looks for them:
+//! `git lfs checkout` (or `pull`) inside the guest gets the content offline.
+//! `apply` copies the content behind every pointer the applied commits add
+//! from the workspace's `.git/lfs/objects` into the host's store — read
+//! without following symlinks, bounded by the pointer's size, kept only if its
+//! SHA-256 matches — and refuses, changing nothing, when a tracked file's
+//! content is in neither store. If the user's git has LFS's smudge filter set
+//! up, the pointer files `apply` checked out are then replaced by their content,
+//! and Moat's own clean-tree check recognises such files. Not supported:
+//! content for LFS files inside submodules, pointers with LFS extensions
+//! (applied as pointers), and an `lfs.storage` elsewhere than `<git dir>/lfs`
+//! for the guest's offline lookup.
+//!
+//! Not here: sharing folders with the VM (the caller does that) and pushing.
 
 mod apply;
+mod changes;
 mod checkpoint;
 mod create;
 mod error;
 mod git;
+mod lfs;
 mod names;
 mod remove;
 mod review;
 mod state;
+mod submodules;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 
 pub use apply::Applied;
+pub use changes::{pager_command, Changes};
 pub use checkpoint::Checkpoint;
-pub use error::{ApplyError, CreateError, OpenError, RemoveError, ReviewError, SyncError};
+pub use error::{ApplyError, CreateError, DiffError, OpenError, RemoveError, ReviewError, SyncError};
 pub use git::{GitError, UntrustedError};
 pub use names::BranchName;
 pub use remove::Lost;

@@ -1,10 +1,9 @@
 //! Removing a checkpoint, and refusing to when work would be lost.
 
-use std::path::Path;
-
 use crate::checkpoint::Checkpoint;
 use crate::error::{RemoveError, SyncError};
-use crate::git::{nul_fields, Git, GitError};
+use crate::git::Git;
+use crate::submodules;
 
 /// What removing a checkpoint would destroy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,7 +11,9 @@ pub struct Lost {
     /// Commits on no other branch and not applied: `(short id, subject)`, oldest first.
     pub commits: Vec<(String, String)>,
     /// Uncommitted or untracked files in the workspace (and its nested repositories),
-    /// relative to the workspace.
+    /// relative to the workspace: what [`Checkpoint::changes`] shows as uncommitted
+    /// and untracked. Commits inside submodules that the host's submodules do
+    /// not have are in `commits`, named `path@id`.
     pub dirty: Vec<String>,
 }
 
@@ -68,7 +69,9 @@ impl Checkpoint {
                 args.push(&branch);
             }
             lost.commits.extend(parse_log(&inside.run(&args)?));
-            lost.dirty = dirty_files(ws)?;
+            // Commits inside submodules that the host's submodules lack.
+            lost.commits.extend(submodules::unsaved(self.repo(), ws, &self.state.submodules, self.base())?);
+            lost.dirty = crate::changes::entries(ws)?.into_iter().map(|e| e.path).collect();
         }
         let tip = host.run(["rev-parse", "--verify", "--quiet", self.host_ref()]).ok().map(|t| t.trim().to_string());
         if tip.is_some() && tip != self.state.applied_tip {
@@ -122,35 +125,4 @@ impl Checkpoint {
 
 fn parse_log(out: &str) -> Vec<(String, String)> {
     out.lines().filter_map(|l| l.split_once(' ').map(|(id, s)| (id.to_string(), s.to_string()))).collect()
-}
-
-/// Modified, staged and untracked files of the workspace and of every nested
-/// repository in it, each read with its own config neutralised.
-pub(crate) fn dirty_files(ws: &Path) -> Result<Vec<String>, RemoveError> {
-    let mut out = Vec::new();
-    for repo in crate::review::nested_repositories(ws, true) {
-        let Ok(git) = Git::untrusted(&repo) else { continue };
-        let prefix = repo.strip_prefix(ws).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        for path in status(&git)? {
-            out.push(if prefix.is_empty() { path } else { format!("{prefix}/{path}") });
-        }
-    }
-    Ok(out)
-}
-
-/// `git status` entries (paths only), without recursing into submodules.
-pub(crate) fn status(git: &Git) -> Result<Vec<String>, GitError> {
-    let out = git.run(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=dirty"])?;
-    let mut paths = Vec::new();
-    let mut fields = nul_fields(&out);
-    while let Some(entry) = fields.next() {
-        if entry.len() < 4 {
-            continue;
-        }
-        if entry.starts_with('R') || entry.starts_with('C') {
-            fields.next(); // the rename's source
-        }
-        paths.push(entry[3..].to_string());
-    }
-    Ok(paths)
 }

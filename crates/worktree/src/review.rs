@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{ReviewError, SyncError};
-use crate::git::{nul_fields, Git, GitError};
-use crate::state;
+use crate::git::{changes_between, changes_in, Git, GitError, TreeChange, UntrustedError};
+use crate::{lfs, state};
 
 /// Why a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +40,8 @@ pub enum Concern {
     Untracked,
     /// Modified but not committed: `apply` will not bring it over.
     Uncommitted,
+    /// A Git LFS pointer whose content neither repository has: `apply` refuses.
+    LfsMissing,
 }
 
 /// One thing to look at.
@@ -95,8 +97,8 @@ impl Checkpoint {
         let host = Git::at(self.repo())?;
         committed(self, &host, &mut review)?;
         if ws.exists() {
-            let inside = Git::untrusted(&ws)?;
-            uncommitted(&inside, &mut review)?;
+            Git::untrusted(&ws)?;
+            uncommitted(&ws, &mut review)?;
             let git_dir = ws.join(".git");
             for hook in state::hook_stamps(&git_dir.join("hooks")) {
                 review.add(Concern::Hook, format!(".git/hooks/{}", hook.name), "hook in the workspace's repository");
@@ -105,7 +107,7 @@ impl Checkpoint {
             config_change(&mut review, ".git/config", &self.state.workspace_config, &now);
             nested(self, &ws, &mut review);
         }
-        let common = PathBuf::from(host.run(["rev-parse", "--path-format=absolute", "--git-common-dir"])?.trim_end());
+        let common = host.common_dir()?;
         let hooks = state::hook_stamps(&common.join("hooks"));
         for hook in hooks.iter().filter(|h| !self.state.host_hooks.contains(h)) {
             let path = common.join("hooks").join(&hook.name);
@@ -126,11 +128,10 @@ fn committed(cp: &Checkpoint, host: &Git, review: &mut Review) -> Result<(), Git
     let Ok(tip) = host.run(["rev-parse", "--verify", "--quiet", cp.host_ref()]) else { return Ok(()) };
     let tip = tip.trim();
     let from = host.run(["merge-base", cp.base(), tip])?.trim().to_string();
-    let raw = host.run(["diff-tree", "-r", "-z", "--no-renames", &from, tip])?;
-    let mut fields = nul_fields(&raw);
-    while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
-        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-        let [old_mode, new_mode, old_sha, new_sha, status] = parts[..] else { continue };
+    lfs_missing(cp, host, tip, &from, review)?;
+    for change in changes_between(host, &from, tip)? {
+        let TreeChange { old_mode, new_mode, old_sha, new_sha, status, path } = &change;
+        let (old_mode, new_mode, path) = (old_mode.as_str(), new_mode.as_str(), path.as_str());
         if status == "D" {
             continue;
         }
@@ -142,7 +143,7 @@ fn committed(cp: &Checkpoint, host: &Git, review: &mut Review) -> Result<(), Git
         match new_mode {
             "100755" if old_mode != "100755" => review.add(Concern::Executable, path, "new executable file"),
             "120000" => {
-                let target = host.run(["cat-file", "blob", new_sha])?;
+                let target = host.run(["cat-file", "blob", new_sha.as_str()])?;
                 if escapes(path, &target) {
                     review.add(Concern::ExternalSymlink, path, format!("symlink to {target} (outside the repository)"));
                 }
@@ -154,24 +155,43 @@ fn committed(cp: &Checkpoint, host: &Git, review: &mut Review) -> Result<(), Git
     Ok(())
 }
 
-fn uncommitted(inside: &Git, review: &mut Review) -> Result<(), GitError> {
-    let out = inside.run(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=dirty"])?;
-    let mut fields = nul_fields(&out);
-    while let Some(entry) = fields.next() {
-        if entry.len() < 4 {
-            continue;
-        }
-        if entry.starts_with('R') || entry.starts_with('C') {
-            fields.next();
-        }
-        let path = &entry[3..];
-        if entry.starts_with("??") {
+/// Files in no commit, in the workspace and the repositories inside it: the
+/// same list [`Checkpoint::changes`] shows and `remove` refuses to lose.
+fn uncommitted(ws: &Path, review: &mut Review) -> Result<(), UntrustedError> {
+    for entry in crate::changes::entries(ws)? {
+        let path = entry.path.as_str();
+        if entry.code == "??" {
             review.add(Concern::Untracked, path, "untracked: not part of any commit");
         } else {
-            review.add(Concern::Uncommitted, path, format!("uncommitted change ({})", entry[..2].trim()));
+            review.add(Concern::Uncommitted, path, format!("uncommitted change ({})", entry.code.trim()));
         }
         if let Some((concern, why)) = classify(path) {
             review.add(concern, path, format!("{why} (uncommitted)"));
+        }
+    }
+    Ok(())
+}
+
+/// LFS pointers in the commits whose content neither the host's store nor the
+/// workspace's has: `apply` would refuse them.
+fn lfs_missing(cp: &Checkpoint, host: &Git, tip: &str, from: &str, review: &mut Review) -> Result<(), GitError> {
+    let changes = changes_in(host, &[tip, "--not", from])?;
+    let blobs: Vec<String> =
+        changes.iter().filter(|c| c.new_mode.starts_with("100")).map(|c| c.new_sha.clone()).collect();
+    let store = lfs::host_store(host)?;
+    for (sha, pointer, _) in lfs::pointers(host, &blobs)? {
+        if lfs::host_has(&store, &pointer) || lfs::workspace_verified(cp.workspace(), &pointer) {
+            continue;
+        }
+        let paths: Vec<String> = changes.iter().filter(|c| c.new_sha == sha).map(|c| c.path.clone()).collect();
+        for path in lfs::lfs_paths(host, &paths, Some(tip))? {
+            let detail = format!(
+                "Git LFS content {} is in neither repository (or fails its SHA-256 check); apply will refuse",
+                pointer.oid
+            );
+            if !review.findings.iter().any(|f| f.path == path && f.concern == Concern::LfsMissing) {
+                review.add(Concern::LfsMissing, path, detail);
+            }
         }
     }
     Ok(())

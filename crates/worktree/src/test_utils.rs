@@ -106,3 +106,25 @@ pub fn marker_script(path: &Path, marker: &Path) {
     std::fs::write(path, format!("#!/bin/sh\necho \"$0 $*\" >> '{}'\ncat\n", marker.display())).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// The Git LFS pointer file for `content`, and its object id.
+pub fn lfs_pointer(content: &[u8]) -> (String, String) {
+    use sha2::Digest;
+    let oid: String = sha2::Sha256::digest(content).iter().map(|b| format!("{b:02x}")).collect();
+    let text = format!("version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {}\n", content.len());
+    (oid, text)
+}
+
+/// Stores `content` under `<git_dir>/lfs/objects` as Git LFS would; returns its path.
+pub fn put_lfs_object(git_dir: &Path, content: &[u8]) -> PathBuf {
+    let (oid, _) = lfs_pointer(content);
+    let path = git_dir.join("lfs/objects").join(&oid[0..2]).join(&oid[2..4]).join(&oid);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+/// Whether the `git-lfs` program is installed (`git lfs version` works).
+pub fn has_git_lfs() -> bool {
+    Command::new("git").args(["lfs", "version"]).output().is_ok_and(|o| o.status.success())
+}

@@ -5,4 +5,5 @@
 
 mod blk;
 mod boot;
+mod linux;
 mod util;

@@ -35,10 +35,35 @@ fn guests_dir() -> PathBuf {
 /// returns its bytes. The build happens in a temp dir.
 pub fn build_guest(name: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join(name);
+    let elf = compile(name, ELF_LDFLAGS, dir.path());
+    std::fs::read(elf).expect("read guest ELF")
+}
+
+/// Compiles `tests/guests/<name>.c`, links it with `tests/guests/<name>.ld`
+/// and returns it as a flat binary (`objcopy -O binary`): the image of its
+/// loadable sections from the lowest address on.
+pub fn build_flat_guest(name: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = guests_dir().join(format!("{name}.ld"));
+    let script_flag = format!("-Wl,-T,{}", script.display());
+    let elf = compile(name, &[&script_flag, "-Wl,--build-id=none"], dir.path());
+    let flat = dir.path().join(format!("{name}.bin"));
+    let output = Command::new("objcopy").args(["-O", "binary"]).arg(&elf).arg(&flat).output().expect("run objcopy");
+    assert!(
+        output.status.success(),
+        "objcopy failed for {}:\n{}",
+        elf.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(flat).expect("read flat guest")
+}
+
+fn compile(name: &str, ldflags: &[&str], dir: &Path) -> PathBuf {
+    let out = dir.join(name);
     let src = guests_dir().join(format!("{name}.c"));
     let output = Command::new("gcc")
         .args(GUEST_CFLAGS)
+        .args(ldflags)
         .arg("-I")
         .arg(guests_dir())
         .arg("-o")
@@ -47,10 +72,10 @@ pub fn build_guest(name: &str) -> Vec<u8> {
         .output()
         .expect("run gcc");
     assert!(output.status.success(), "gcc failed for {}:\n{}", src.display(), String::from_utf8_lossy(&output.stderr));
-    std::fs::read(&out).expect("read guest ELF")
+    out
 }
 
-/// Freestanding, no SSE, no stack protector, one RWX segment at 1 MiB.
+/// Freestanding, no SSE, no stack protector, static, no PIE.
 pub const GUEST_CFLAGS: &[&str] = &[
     "-O2",
     "-ffreestanding",
@@ -64,8 +89,7 @@ pub const GUEST_CFLAGS: &[&str] = &[
     "-static",
     "-fno-stack-protector",
     "-fno-asynchronous-unwind-tables",
-    "-Wl,-N",
-    "-Wl,-Ttext=0x100000",
-    "-Wl,-e,_start",
-    "-Wl,--build-id=none",
 ];
+
+/// How [`build_guest`] links: one RWX segment at 1 MiB, entry `_start`.
+const ELF_LDFLAGS: &[&str] = &["-Wl,-N", "-Wl,-Ttext=0x100000", "-Wl,-e,_start", "-Wl,--build-id=none"];

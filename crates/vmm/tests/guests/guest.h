@@ -1,6 +1,7 @@
 /* Tiny freestanding runtime for moat-vmm test guests.
- * Entered in 64-bit long mode with paging on, interrupts off, a small stack;
- * everything polls. No libc, no SSE. */
+ * Runs in 64-bit long mode with paging on, interrupts off; everything polls.
+ * No libc, no SSE. (pvh.c and bzimage.c get there through the Linux entry
+ * paths first.) */
 #ifndef MOAT_GUEST_H
 #define MOAT_GUEST_H
 
@@ -27,6 +28,20 @@ static inline void serial_putc(char c) {
 
 static inline void serial_puts(const char *s) {
     while (*s) serial_putc(*s++);
+}
+
+/* `v` in hex with a 0x prefix and no leading zeros. */
+static inline void serial_puthex(unsigned long v) {
+    char buf[19];
+    int i = sizeof(buf) - 1;
+    buf[i] = 0;
+    do {
+        buf[--i] = "0123456789abcdef"[v & 0xf];
+        v >>= 4;
+    } while (v);
+    buf[--i] = 'x';
+    buf[--i] = '0';
+    serial_puts(buf + i);
 }
 
 static inline __attribute__((noreturn)) void guest_exit(unsigned char code) {

@@ -1,9 +1,12 @@
 //! Checkpoints against real git repositories in temporary folders.
 
 mod apply;
+mod diff;
+mod lfs;
 mod lifecycle;
 mod remove;
 mod safety;
+mod submodules;
 
 use std::path::Path;
 
