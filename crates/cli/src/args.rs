@@ -69,6 +69,9 @@ pub enum Command {
     },
     /// Show a checkpoint sandbox's changes against its base, like `git diff`.
     Diff {
+        /// Only the commits; leave out work not committed yet.
+        #[arg(long)]
+        committed: bool,
         /// Sandbox name.
         name: String,
     },

@@ -49,7 +49,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Secret { command } => crate::secret::run(&home, command),
         Command::Policy { command } => crate::policy::run(&home, command),
         // `committed: true` is `moat diff --committed` once args.rs has the flag.
-        Command::Diff { name } => checkpoint_cmd(&home, &name, Review::Diff { committed: false }),
+        Command::Diff { name, committed } => checkpoint_cmd(&home, &name, Review::Diff { committed }),
         Command::Review { name } => checkpoint_cmd(&home, &name, Review::Full),
         Command::Apply { name, squash } => checkpoint_cmd(&home, &name, Review::Apply { squash }),
     }

@@ -20,8 +20,9 @@ pub struct Applied {
     pub head: String,
     /// Git LFS objects copied (verified) from the workspace into the host's store.
     pub lfs_objects: usize,
-    /// LFS files written with their content in place of the pointer `apply`
-    /// checked out (only when the user's git has LFS's smudge filter set up).
+    /// LFS files written with their content in place of a pointer file: those
+    /// the apply changed (only when the user's git has LFS's smudge filter set
+    /// up) and those that held content before and were pointers meanwhile.
     pub lfs_files: usize,
     /// LFS files left as pointers because writing their content failed; `git
     /// lfs checkout` fixes them.

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 /// daemon or change what Moat reads. Values are chosen so git treats them as "off".
 const SAFE_CONFIG: &[&str] = &[
     // Hooks: `/dev/null/<hook>` can never exist, whatever the agent writes.
-    // "core.hooksPath=/dev/null",
+    "core.hooksPath=/dev/null",
     "core.fsmonitor=false",
     "core.pager=cat",
     "core.editor=true",

@@ -303,7 +303,12 @@ pub(crate) fn lfs_paths(git: &Git, paths: &[String], source: Option<&str>) -> Re
     let mut args = vec!["check-attr", "-z", "--stdin"];
     args.extend(source.as_deref());
     args.push("filter");
-    let out = git.run_bytes(&args, &input)?;
+    let out = match git.run_bytes(&args, &input) {
+        Ok(out) => out,
+        // git 2.39 has no `--source`: the work tree's attributes are the next best.
+        Err(_) if source.is_some() => git.run_bytes(["check-attr", "-z", "--stdin", "filter"], &input)?,
+        Err(e) => return Err(e),
+    };
     let out = String::from_utf8_lossy(&out);
     let fields: Vec<&str> = out.split('\0').collect();
     Ok(fields.chunks(3).filter(|c| c.len() == 3 && c[2] == "lfs").map(|c| c[0].to_string()).collect())

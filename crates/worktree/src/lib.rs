@@ -8,10 +8,10 @@
 //! tracked `.gitignore` is never touched) and the branch in `refs/heads/`;
 //! [`Checkpoint::create_clone`] puts it wherever the caller says and brings the
 //! branch back as the review ref `refs/moat/clones/<branch>`. Then
-//! [`Checkpoint::changes`] (commits, plus what is not committed yet),
-//! [`Checkpoint::review`], [`Checkpoint::apply`] and [`Checkpoint::remove`]
-//! close the loop. The crate depends on no other Moat
-//! crate and drives the `git` binary (2.39 or newer).
+//! [`Checkpoint::changes`] (the commits, and apart what is not committed yet —
+//! the files `review` flags and `remove` refuses to lose), [`Checkpoint::review`],
+//! [`Checkpoint::apply`] and [`Checkpoint::remove`] close the loop. The crate
+//! depends on no other Moat crate and drives the `git` binary (2.39 or newer).
 //!
 //! # How git works inside the guest (design decision)
 //!

@@ -154,6 +154,9 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
 
     let placeholder = m.sh("inj", "printf %s \"$GH_TOKEN\"");
     assert!(placeholder.starts_with("gh") && placeholder.len() == real.len() && placeholder != real, "{placeholder}");
+    // gh's own config carries the same placeholder, private to `agent`.
+    let hosts = m.sh("inj", "stat -c '%U %a' ~/.config/gh/hosts.yml; cat ~/.config/gh/hosts.yml");
+    assert!(hosts.starts_with("agent 600\n") && hosts.contains(&format!("oauth_token: {placeholder}")), "{hosts}");
     assert_eq!(up.request("/user")["auth"], format!("token {real}"));
     assert_eq!(up.request("/user-transparent")["auth"], format!("token {real}"));
     assert_eq!(up.request("/other")["auth"], format!("token {placeholder}"));

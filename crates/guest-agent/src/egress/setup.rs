@@ -13,7 +13,7 @@ use crate::log::log;
 use crate::proto::ExitStatus;
 use crate::server::Reaper;
 use crate::proto::egress::{
-    GuestNetConfig, CA_PATH, CONFIG_PORT, DNS_PORT, GATEWAY_ADDR, GATEWAY_NAME, GUEST_PROXY_PORT,
+    GuestNetConfig, HomeFile, CA_PATH, CONFIG_PORT, DNS_PORT, GATEWAY_ADDR, GATEWAY_NAME, GUEST_PROXY_PORT,
     GUEST_TRANSPARENT_PORT, MAX_CONFIG, PROXY_PORT, TRANSPARENT_PORT,
 };
 
@@ -127,6 +127,48 @@ fn write_files(config: &GuestNetConfig) {
     write("/etc/profile.d/moat-egress.sh", &profile);
     if let Some(ca) = &config.ca_pem {
         trust_ca(ca);
+    }
+    for file in &config.home_files {
+        write_home_file(file);
+    }
+}
+
+/// Writes one file under `/home/agent`, owned by `agent` (uid/gid 1000), mode
+/// 0600, creating its folders. Symlinks planted on the way are not followed
+/// out of the home: a path that resolves elsewhere is skipped.
+fn write_home_file(file: &HomeFile) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    const HOME: &str = "/home/agent";
+    const AGENT: u32 = 1000;
+    if !file.is_safe() {
+        return log!("egress: refusing home file {:?}", file.path);
+    }
+    let path = Path::new(HOME).join(&file.path);
+    let mut dir = Path::new(HOME).to_path_buf();
+    let parts: Vec<&str> = file.path.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        if fs::symlink_metadata(&dir).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            return log!("egress: {} is a symlink; not writing {}", dir.display(), file.path);
+        }
+        if fs::create_dir(&dir).is_ok() {
+            let _ = std::os::unix::fs::chown(&dir, Some(AGENT), Some(AGENT));
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        }
+    }
+    let _ = fs::remove_file(&path); // Never write through a planted symlink.
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut f| f.write_all(file.content.as_bytes()));
+    match written {
+        Ok(()) => {
+            let _ = std::os::unix::fs::chown(&path, Some(AGENT), Some(AGENT));
+        }
+        Err(e) => log!("egress: cannot write {}: {e}", path.display()),
     }
 }
 

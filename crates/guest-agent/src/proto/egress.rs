@@ -43,6 +43,28 @@ pub struct GuestNetConfig {
     pub ca_pem: Option<String>,
     /// Extra environment for every process (proxy variables, CA bundle paths).
     pub env: Vec<(String, String)>,
+    /// Files to write in the home of the `agent` user (e.g. a credential
+    /// placeholder in a tool's config), owned by `agent`, mode 0600.
+    #[serde(default)]
+    pub home_files: Vec<HomeFile>,
+}
+
+/// One file under `/home/agent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeFile {
+    /// Path relative to the home folder; no `..`, not absolute.
+    pub path: String,
+    /// Its content.
+    pub content: String,
+}
+
+impl HomeFile {
+    /// True if `path` stays inside the home folder (relative, no `..` or empty parts).
+    pub fn is_safe(&self) -> bool {
+        !self.path.is_empty()
+            && !self.path.starts_with('/')
+            && self.path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+    }
 }
 
 /// The first line of a transparently redirected connection: where the guest
@@ -113,6 +135,15 @@ mod tests {
             assert_eq!(TransparentHeader::parse(bad), None, "{bad:?}");
         }
         assert_eq!(TransparentHeader::parse(&[b'M'; MAX_HEADER + 1]), None);
+    }
+
+    #[test]
+    fn home_files_stay_in_the_home() {
+        let f = |p: &str| HomeFile { path: p.into(), content: String::new() };
+        assert!(f(".config/gh/hosts.yml").is_safe());
+        for bad in ["", "/etc/passwd", "../root/x", ".config/../../x", "a//b", "./a"] {
+            assert!(!f(bad).is_safe(), "{bad}");
+        }
     }
 
     #[test]

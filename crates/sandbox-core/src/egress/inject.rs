@@ -22,6 +22,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use moat_guest_agent::proto::egress::HomeFile;
 use moat_netproxy::proxy::{Headers, Intercept};
 use moat_secrets::{catalog, Scope, Vault};
 
@@ -83,6 +84,29 @@ impl Managed {
             Managed::Custom(c) => c.id.clone(),
         }
     }
+}
+
+/// Config files agents read that carry this sandbox's placeholders: `gh`'s
+/// hosts file when a GitHub credential exists for the sandbox at boot (the
+/// placeholder is stable, so it stays valid if the credential changes later).
+pub fn home_files(vault: &Vault, sandbox: &str) -> Vec<HomeFile> {
+    let has = |service: &str| {
+        vault.list().is_ok_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.service == service && (e.scope == Scope::Global || e.scope == Scope::Sandbox(sandbox.into())))
+        })
+    };
+    let mut files = Vec::new();
+    if has("github") {
+        if let Ok(token) = vault.placeholder("github", sandbox) {
+            files.push(HomeFile {
+                path: ".config/gh/hosts.yml".into(),
+                content: format!("github.com:\n    oauth_token: {token}\n    user: agent\n    git_protocol: https\n"),
+            });
+        }
+    }
+    files
 }
 
 /// What one header word turned out to be.

@@ -134,6 +134,10 @@ pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<Egr
         paths.secrets_dir.join("vault"),
         &moat_secrets::FileKeyStore::new(paths.secrets_dir.join("key")),
     )?;
+    let vault_for_files = moat_secrets::Vault::open(
+        paths.secrets_dir.join("vault"),
+        &moat_secrets::FileKeyStore::new(paths.secrets_dir.join("key")),
+    )?;
     let mut config = ProxyConfig::new(Arc::clone(&policy), ca, Arc::clone(&sink));
     config.resolver = Arc::new(HostsResolver { overrides: read_hosts(&paths.hosts_file) });
     config.intercept = Some(Arc::new(super::inject::CredentialInjector::new(vault)));
@@ -143,7 +147,11 @@ pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<Egr
         Err(e) => return Err(EgressError::Roots(paths.extra_roots.clone(), e)),
     }
     let proxy = Proxy::new(config)?;
-    let guest = GuestNetConfig { ca_pem: Some(proxy.ca_certificate_pem().to_string()), env: wire::proxy_env(true) };
+    let guest = GuestNetConfig {
+        ca_pem: Some(proxy.ca_certificate_pem().to_string()),
+        env: wire::proxy_env(true),
+        home_files: super::inject::home_files(&vault_for_files, sandbox),
+    };
     let shared = Arc::new(Shared {
         sandbox: sandbox.to_string(),
         dns: Responder::new(Arc::clone(&policy), Arc::clone(&fake), Some(Arc::clone(&sink)), sandbox.to_string()),
