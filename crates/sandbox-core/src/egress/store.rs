@@ -7,7 +7,6 @@
 //! losslessly, so `moat policy ls` output can be pasted back.
 
 use std::path::Path;
-use std::time::Duration;
 
 use moat_netproxy::policy::{Preset, Rule};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -54,11 +53,7 @@ pub struct PolicyStore {
 impl PolicyStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<PolicyStore, PolicyStoreError> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(Duration::from_secs(5))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let (db, version) = crate::state::open_database(path)?;
         if version > SCHEMA_VERSION {
             return Err(PolicyStoreError::TooNew(version));
         }
