@@ -25,10 +25,13 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "lz4",
-    // Tests: test CAs and certificates (openssl), stand-in HTTPS services (python3), LFS repositories.
+    // Tests: test CAs and certificates (openssl), stand-in HTTPS services (python3), LFS repositories,
+    // the vault key in a desktop keyring (a private session bus and gnome-keyring's Secret Service).
     "openssl",
     "python3",
     "git-lfs",
+    "dbus-daemon",
+    "gnome-keyring",
 ];
 
 /// Rust tools from crates.io: the virtio-fs daemon, pinned. (The vsock backend,

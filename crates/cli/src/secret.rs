@@ -75,7 +75,7 @@ pub fn run(home: &Home, cmd: SecretCommand) -> Result<i32> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<12} {:<20} SOURCE", "SERVICE", "SCOPE");
+                println!("vault key: {}\n{:<12} {:<20} SOURCE", vault.key_location(), "SERVICE", "SCOPE");
                 for e in &entries {
                     println!("{:<12} {:<20} {}", e.service, scope_name(&e.scope), source_name(&e.source));
                 }

@@ -5,14 +5,33 @@
 //! hold a placeholder in the service's own token format, unique to the sandbox.
 //! Real values never leave the host; the egress proxy (issue #4) will swap them in.
 
-use moat_secrets::{catalog, FileKeyStore, LoadError, OpenError, Scope, Vault};
+use std::path::Path;
+
+use moat_secrets::{catalog, FileKeyStore, KeyStore, LoadError, OpenError, Scope, SystemKeyStore, Vault};
 
 use crate::paths::Home;
 
 /// Opens (creating on first use) the vault at `$MOAT_HOME/secrets/`.
 pub fn open_vault(home: &Home) -> Result<Vault, OpenError> {
-    let dir = home.secrets_dir();
-    Vault::open(dir.join("vault"), &FileKeyStore::new(dir.join("key")))
+    open_vault_in(&home.secrets_dir())
+}
+
+/// Opens (creating on first use) the vault in `secrets_dir`, keyed by
+/// [`vault_keys`].
+pub fn open_vault_in(secrets_dir: &Path) -> Result<Vault, OpenError> {
+    Vault::open(secrets_dir.join("vault"), vault_keys(secrets_dir).as_ref())
+}
+
+/// Where the key of the vault in `secrets_dir` lives: its `key` file if
+/// that exists, else the session's desktop keyring if one answers, else a
+/// new `key` file (see [`SystemKeyStore`]).
+pub fn vault_keys(secrets_dir: &Path) -> Box<dyn KeyStore> {
+    let key_file = secrets_dir.join("key");
+    if cfg!(test) {
+        // Unit tests open throwaway vaults: no items in the developer's keyring.
+        return Box::new(FileKeyStore::new(key_file));
+    }
+    Box::new(SystemKeyStore::new(secrets_dir.join("vault"), key_file))
 }
 
 /// `NAME=placeholder` for every env var of every built-in service that has a

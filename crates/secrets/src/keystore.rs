@@ -1,5 +1,6 @@
 //! Where the installation's master key lives: the [`KeyStore`] trait and its
-//! file implementation (an OS keyring can implement the same trait later).
+//! file implementation. (The desktop keyring is in `keyring`; choosing
+//! between the two is `system`.)
 
 use std::fmt;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use crate::keyring::KeyringError;
 
 /// The per-installation random key. Sub-keys for encryption and
 /// placeholders are derived from it; it never leaves the host.
@@ -26,6 +29,24 @@ impl MasterKey {
     /// A key from raw bytes (tests, keyring implementations).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(Zeroizing::new(bytes))
+    }
+
+    /// The key as 64 lowercase hex digits, as stored in key files and keyrings.
+    pub(crate) fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Parses 64 hex digits (surrounding whitespace allowed).
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        let hex = text.trim();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(key))
     }
 
     /// HMAC-SHA256 of `label` under this key: a derived sub-key.
@@ -57,6 +78,39 @@ pub enum KeyError {
     Permissions { path: PathBuf, mode: u32 },
     #[error("the system random number generator failed: {0}")]
     Random(getrandom::Error),
+    #[error("cannot lock {path} to create the vault key: check the directory's permissions")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the vault key is not in a key file, so it is in the desktop keyring (item {item}), which can't be reached from here: \
+         run moat in your desktop session, or start and unlock the keyring in this one (moat won't make a new key: that would orphan the vault)"
+    )]
+    KeyringUnreachable {
+        item: String,
+        #[source]
+        source: KeyringError,
+    },
+    #[error("the desktop keyring holding the vault key (item {item}) is locked: unlock it in your desktop session (e.g. with Seahorse or KWallet), then retry")]
+    KeyringLocked { item: String },
+    #[error(
+        "the vault key is gone from the desktop keyring (no item {item}, though {marker} says it was stored there): \
+         restore the item from a backup of your keyring, or move {vault} and {marker} away to start a new (empty) vault"
+    )]
+    KeyringItemMissing { item: String, marker: PathBuf, vault: PathBuf },
+    #[error(
+        "the vault {vault} exists but its key does not: no key file {key_file}, and no item {item} in the desktop keyring; \
+         restore one of them from a backup, or move {vault} away to start a new (empty) vault"
+    )]
+    KeyMissing { vault: PathBuf, key_file: PathBuf, item: String },
+    #[error("the desktop keyring failed while reading or storing the vault key (item {item})")]
+    Keyring {
+        item: String,
+        #[source]
+        source: KeyringError,
+    },
 }
 
 /// Somewhere a master key can be loaded from, created on first use.
@@ -93,16 +147,7 @@ impl FileKeyStore {
             return Err(KeyError::Permissions { path: self.path.clone(), mode });
         }
         let text = Zeroizing::new(fs::read_to_string(&self.path).map_err(|e| self.io(e))?);
-        let bad = || KeyError::BadFormat { path: self.path.clone() };
-        let hex = text.trim();
-        if hex.len() != 64 {
-            return Err(bad());
-        }
-        let mut key = [0u8; 32];
-        for (i, b) in key.iter_mut().enumerate() {
-            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-        }
-        Ok(MasterKey::from_bytes(key))
+        MasterKey::from_hex(&text).ok_or_else(|| KeyError::BadFormat { path: self.path.clone() })
     }
 
     /// Writes a new key to a temp file and hard-links it into place, so a
@@ -111,7 +156,7 @@ impl FileKeyStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir).map_err(|e| self.io(e))?;
         let key = MasterKey::generate().map_err(KeyError::Random)?;
-        let hex = Zeroizing::new(key.0.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n");
+        let hex = Zeroizing::new(format!("{}\n", key.to_hex().as_str()));
         let tmp = dir.join(format!(".key.tmp.{}", std::process::id()));
         let mut f = OpenOptions::new()
             .write(true)

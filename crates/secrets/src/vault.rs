@@ -132,6 +132,11 @@ impl Vault {
         &self.path
     }
 
+    /// Where the vault's key lives ("key file …", "the Secret Service on …").
+    pub fn key_location(&self) -> &str {
+        &self.key_location
+    }
+
     /// Stores `source` for `service` in `scope`, replacing any previous one.
     pub fn set(&self, scope: &Scope, service: &str, source: ValueSource) -> Result<(), WriteError> {
         let updated_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

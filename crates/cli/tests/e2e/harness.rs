@@ -82,7 +82,11 @@ impl Moat {
     /// `moat` with this installation's environment.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(moat_bin());
-        c.env("MOAT_HOME", self.home.path()).env_remove("MOAT_BACKEND").stdin(Stdio::null());
+        // No session bus: a developer's desktop keyring must not collect test installations' keys.
+        c.env("MOAT_HOME", self.home.path())
+            .env_remove("MOAT_BACKEND")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .stdin(Stdio::null());
         c
     }
 

@@ -130,14 +130,8 @@ pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<Egr
     let sink: Arc<dyn ConnectionSink> = Arc::new(SqliteLog::open(&paths.connection_log, LOG_ROWS)?);
     let fake = Arc::new(FakeIps::new(FAKE_NAMES));
     let ca = Arc::new(CertificateAuthority::load_or_create(&paths.ca_dir)?);
-    let vault = moat_secrets::Vault::open(
-        paths.secrets_dir.join("vault"),
-        &moat_secrets::FileKeyStore::new(paths.secrets_dir.join("key")),
-    )?;
-    let vault_for_files = moat_secrets::Vault::open(
-        paths.secrets_dir.join("vault"),
-        &moat_secrets::FileKeyStore::new(paths.secrets_dir.join("key")),
-    )?;
+    let vault = crate::credentials::open_vault_in(&paths.secrets_dir)?;
+    let vault_for_files = crate::credentials::open_vault_in(&paths.secrets_dir)?;
     let mut config = ProxyConfig::new(Arc::clone(&policy), ca, Arc::clone(&sink));
     config.resolver = Arc::new(HostsResolver { overrides: read_hosts(&paths.hosts_file) });
     config.intercept = Some(Arc::new(super::inject::CredentialInjector::new(vault)));
