@@ -48,7 +48,8 @@ pub fn run(home: &Home, cmd: SecretCommand) -> Result<i32> {
             if !template.contains("{}") {
                 bail!("the header template must contain {{}} where the credential goes");
             }
-            let hosts: Vec<String> = host.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+            let hosts: Vec<String> =
+                host.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
             if hosts.is_empty() || hosts.iter().any(|h| h.contains('*') || h.contains('/') || h.contains(':')) {
                 bail!("--host takes exact host names, comma-separated (no wildcards, ports or paths)");
             }

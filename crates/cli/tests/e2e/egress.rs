@@ -45,7 +45,11 @@ impl Upstream {
                     }
                     log.lock().unwrap().push(format!("{} {host}", first.trim()));
                     let body = "hello from upstream\n";
-                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                 });
             }
         });
@@ -76,7 +80,11 @@ fn every_connection_is_policed_whatever_the_guest_does() {
     assert_eq!(m.sh("net", &unset), "hello from upstream\n");
     let seen = up.seen();
     for path in ["/explicit", "/noproxy", "/unset"] {
-        assert!(seen.iter().any(|l| l.starts_with(&format!("GET {path} ")) && l.ends_with(&format!("upstream.test:{port}"))), "{path} missing from {seen:?}");
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with(&format!("GET {path} ")) && l.ends_with(&format!("upstream.test:{port}"))),
+            "{path} missing from {seen:?}"
+        );
     }
 
     // A name no rule allows: 403 from the proxy naming the host and the fix; NXDOMAIN from DNS.

@@ -118,7 +118,12 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     std::fs::write(m.home().join("hosts"), "127.0.0.1 api.github.com github.com other.test\n").unwrap();
     m.ok(&["policy", "preset", "deny-all"]);
     let (https, http) = (up.https.to_string(), up.http.to_string());
-    m.ok(&["policy", "allow", "network", &format!("api.github.com:{https},api.github.com:{http},github.com:{https},other.test:{https}")]);
+    m.ok(&[
+        "policy",
+        "allow",
+        "network",
+        &format!("api.github.com:{https},api.github.com:{http},github.com:{https},other.test:{https}"),
+    ]);
     let real = format!("ghp_{}", "K8w".repeat(12));
     m.ok(&["secret", "set", "-g", "github", "-t", &real]);
 
@@ -139,7 +144,13 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     // Plain HTTP to the service host: never injected.
     assert_eq!(m.sh("inj", &format!("curl -sS {auth} http://api.github.com:{http}/plain")), "ok\n");
     // A redirect from the service host to another host: the next request carries no credential.
-    let out = m.run(&["exec", "inj", "sh", "-c", &format!("curl -sSL --location-trusted --cacert {ca} {auth} {gh}/redirect")]);
+    let out = m.run(&[
+        "exec",
+        "inj",
+        "sh",
+        "-c",
+        &format!("curl -sSL --location-trusted --cacert {ca} {auth} {gh}/redirect"),
+    ]);
     assert!(out.status.success() || !stderr(&out).is_empty());
     // A real-looking token the guest brings itself is stripped, not forwarded.
     let smuggled = format!("ghp_{}", "Zq4".repeat(12));
@@ -164,16 +175,18 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     assert_eq!(up.request("/smuggled")["auth"], serde_json::Value::Null);
     let basic_auth = up.request("/basic")["auth"].as_str().unwrap().to_string();
     assert!(basic_auth.starts_with("Basic "), "{basic_auth}");
-    let decoded = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(&basic_auth.as_bytes()[6..])?;
-        c.wait_with_output()
-    });
+    let decoded =
+        Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&basic_auth.as_bytes()[6..])?;
+            c.wait_with_output()
+        });
     assert_eq!(String::from_utf8_lossy(&decoded.unwrap().stdout), format!("x-access-token:{real}"));
     let seen = up.seen.lock().unwrap().clone();
     for r in &seen {
         let host = r["host"].as_str().unwrap_or("");
-        let injected_ok = (host.starts_with("api.github.com:") || host.starts_with("github.com:")) && r["proto"] == "https";
+        let injected_ok =
+            (host.starts_with("api.github.com:") || host.starts_with("github.com:")) && r["proto"] == "https";
         if !injected_ok {
             assert!(!r.to_string().contains(&real), "the real token reached {r}");
         }

@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::relay::{self, Kind};
 use super::vsock::VsockStream;
 use crate::log::log;
-use crate::proto::ExitStatus;
-use crate::server::Reaper;
 use crate::proto::egress::{
     GuestNetConfig, HomeFile, CA_PATH, CONFIG_PORT, DNS_PORT, GATEWAY_ADDR, GATEWAY_NAME, GUEST_PROXY_PORT,
     GUEST_TRANSPARENT_PORT, MAX_CONFIG, PROXY_PORT, TRANSPARENT_PORT,
 };
+use crate::proto::ExitStatus;
+use crate::server::Reaper;
 
 /// The system CA bundle clients read by default.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -109,7 +109,10 @@ fn redirect_rules() {
 }
 
 fn write_files(config: &GuestNetConfig) {
-    write("/etc/resolv.conf", "# Answered by the Moat agent, under the sandbox's network policy.\nnameserver 127.0.0.1\n");
+    write(
+        "/etc/resolv.conf",
+        "# Answered by the Moat agent, under the sandbox's network policy.\nnameserver 127.0.0.1\n",
+    );
     let hosts = fs::read_to_string("/etc/hosts").unwrap_or_default();
     if !hosts.lines().any(|l| l.split_whitespace().nth(1) == Some(GATEWAY_NAME)) {
         let sep = if hosts.is_empty() || hosts.ends_with('\n') { "" } else { "\n" };

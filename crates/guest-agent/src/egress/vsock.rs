@@ -4,7 +4,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use nix::sys::socket::{connect, setsockopt, shutdown, socket, sockopt, AddressFamily, Shutdown, SockFlag, SockType, VsockAddr};
+use nix::sys::socket::{
+    connect, setsockopt, shutdown, socket, sockopt, AddressFamily, Shutdown, SockFlag, SockType, VsockAddr,
+};
 use nix::sys::time::TimeVal;
 
 /// A connected vsock stream.

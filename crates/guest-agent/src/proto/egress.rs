@@ -131,7 +131,8 @@ mod tests {
         let h = TransparentHeader { dst: "198.18.0.7:443".parse().unwrap() };
         assert_eq!(h.encode(), "MOAT-DST 198.18.0.7:443\n");
         assert_eq!(TransparentHeader::parse(h.encode().as_bytes()), Some(h));
-        for bad in [&b"MOAT-DST example.com:443\n"[..], b"GET / HTTP/1.1\r\n", b"MOAT-DST 1.2.3.4\n", b"", &[0xff; 10]] {
+        for bad in [&b"MOAT-DST example.com:443\n"[..], b"GET / HTTP/1.1\r\n", b"MOAT-DST 1.2.3.4\n", b"", &[0xff; 10]]
+        {
             assert_eq!(TransparentHeader::parse(bad), None, "{bad:?}");
         }
         assert_eq!(TransparentHeader::parse(&[b'M'; MAX_HEADER + 1]), None);

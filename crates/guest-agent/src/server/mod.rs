@@ -228,8 +228,7 @@ impl Server {
                 (self.on_shutdown)();
             }
             Op::Exec(req) => {
-                let started = prepare::prepare(&req, &self.config)
-                    .and_then(|p| spawn::spawn(&p));
+                let started = prepare::prepare(&req, &self.config).and_then(|p| spawn::spawn(&p));
                 match started {
                     Ok(child) => {
                         let timing = session::Timing {

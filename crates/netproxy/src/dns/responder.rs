@@ -26,11 +26,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::fake_ips::{FakeIps, GATEWAY, GATEWAY_NAME};
-use crate::policy::HOST_ALIAS;
 use super::limiter::Limiter;
 use super::resolvable::{host_alias_resolvable, resolvable};
 use super::wire::{self, rtype, Answer, Query, Rcode, Reply, CLASS_IN, MAX_MESSAGE};
 use crate::log::{ConnectionRecord, ConnectionSink, LogMode, LogVerdict};
+use crate::policy::HOST_ALIAS;
 use crate::policy::{Decision, Policy, Reason};
 
 /// The TTL of every answer: short, so a recycled fake address or a policy

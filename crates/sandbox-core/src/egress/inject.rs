@@ -43,7 +43,11 @@ impl CredentialInjector {
         let service = match catalog::SERVICES.iter().find(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) {
             Some(s) => Managed::Builtin(s),
             None => Managed::Custom(
-                self.vault.custom_services().ok()?.into_iter().find(|c| c.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))?,
+                self.vault
+                    .custom_services()
+                    .ok()?
+                    .into_iter()
+                    .find(|c| c.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))?,
             ),
         };
         let id = service.id();
@@ -92,9 +96,9 @@ impl Managed {
 pub fn home_files(vault: &Vault, sandbox: &str) -> Vec<HomeFile> {
     let has = |service: &str| {
         vault.list().is_ok_and(|entries| {
-            entries
-                .iter()
-                .any(|e| e.service == service && (e.scope == Scope::Global || e.scope == Scope::Sandbox(sandbox.into())))
+            entries.iter().any(|e| {
+                e.service == service && (e.scope == Scope::Global || e.scope == Scope::Sandbox(sandbox.into()))
+            })
         })
     };
     let mut files = Vec::new();

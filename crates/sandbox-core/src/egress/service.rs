@@ -289,7 +289,8 @@ mod tests {
     fn hosts_overrides_parse_like_etc_hosts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
-        std::fs::write(&path, "# test names\n127.0.0.1 api.test  Other.Test.\nnot-an-ip x.test\n::1 api.test\n").unwrap();
+        std::fs::write(&path, "# test names\n127.0.0.1 api.test  Other.Test.\nnot-an-ip x.test\n::1 api.test\n")
+            .unwrap();
         let map = read_hosts(&path);
         assert_eq!(map["api.test"], vec![IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()]);
         assert_eq!(map["other.test"], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);

@@ -97,7 +97,10 @@ impl PolicyStore {
         let now = now_secs();
         let tx = self.db.transaction()?;
         for rule in rules {
-            tx.execute("INSERT OR IGNORE INTO rules (rule, created_at) VALUES (?1, ?2)", params![rule.to_string(), now])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO rules (rule, created_at) VALUES (?1, ?2)",
+                params![rule.to_string(), now],
+            )?;
         }
         tx.commit()?;
         let all = self.rules()?;
@@ -192,7 +195,8 @@ mod tests {
         let mut store = PolicyStore::open(&dir.path().join("p.db")).unwrap();
         assert_eq!(store.preset().unwrap(), None, "no preset until one is chosen");
         assert_eq!(store.load().unwrap().0, Preset::Balanced);
-        let added = store.add(&[rule("allow network github.com"), rule("deny network **.evil.test --sandbox web")]).unwrap();
+        let added =
+            store.add(&[rule("allow network github.com"), rule("deny network **.evil.test --sandbox web")]).unwrap();
         assert_eq!(added.len(), 2);
         store.add(&[rule("allow network github.com")]).unwrap();
         assert_eq!(store.rules().unwrap().len(), 2, "adding twice keeps one");
@@ -229,7 +233,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
         let store = PolicyStore::open(&path).unwrap();
-        Connection::open(&path).unwrap().execute("INSERT INTO rules (rule, created_at) VALUES ('allow nothing', 0)", []).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("INSERT INTO rules (rule, created_at) VALUES ('allow nothing', 0)", [])
+            .unwrap();
         let err = store.rules().unwrap_err().to_string();
         assert!(err.contains("moat policy rm 1"), "{err}");
     }

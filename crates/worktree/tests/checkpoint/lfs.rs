@@ -162,7 +162,10 @@ fn a_real_git_lfs_repository_round_trips() {
     isolate_git();
     if !has_git_lfs() {
         // `cargo xtask setup` installs it; CI sets MOAT_REQUIRE_E2E=1 so a missing one fails there.
-        assert!(std::env::var("MOAT_REQUIRE_E2E").as_deref() != Ok("1"), "MOAT_REQUIRE_E2E=1 but git-lfs is not installed");
+        assert!(
+            std::env::var("MOAT_REQUIRE_E2E").as_deref() != Ok("1"),
+            "MOAT_REQUIRE_E2E=1 but git-lfs is not installed"
+        );
         eprintln!("\n!!! SKIPPING a_real_git_lfs_repository_round_trips: git-lfs is not installed (apt-get install git-lfs)\n");
         return;
     }
