@@ -131,7 +131,7 @@ pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<Egr
     let fake = Arc::new(FakeIps::new(FAKE_NAMES));
     let ca = Arc::new(CertificateAuthority::load_or_create(&paths.ca_dir)?);
     let vault = crate::credentials::open_vault_in(&paths.secrets_dir)?;
-    let vault_for_files = crate::credentials::open_vault_in(&paths.secrets_dir)?;
+    let home_files = super::inject::home_files(&vault, sandbox);
     let mut config = ProxyConfig::new(Arc::clone(&policy), ca, Arc::clone(&sink));
     config.resolver = Arc::new(HostsResolver { overrides: read_hosts(&paths.hosts_file) });
     config.intercept = Some(Arc::new(super::inject::CredentialInjector::new(vault)));
@@ -141,11 +141,8 @@ pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<Egr
         Err(e) => return Err(EgressError::Roots(paths.extra_roots.clone(), e)),
     }
     let proxy = Proxy::new(config)?;
-    let guest = GuestNetConfig {
-        ca_pem: Some(proxy.ca_certificate_pem().to_string()),
-        env: wire::proxy_env(true),
-        home_files: super::inject::home_files(&vault_for_files, sandbox),
-    };
+    let guest =
+        GuestNetConfig { ca_pem: Some(proxy.ca_certificate_pem().to_string()), env: wire::proxy_env(true), home_files };
     let shared = Arc::new(Shared {
         sandbox: sandbox.to_string(),
         dns: Responder::new(Arc::clone(&policy), Arc::clone(&fake), Some(Arc::clone(&sink)), sandbox.to_string()),
