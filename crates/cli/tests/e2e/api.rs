@@ -94,12 +94,25 @@ fn a_daemon_from_another_build_is_replaced_on_first_use() {
     // The "old" build: the same program at another path, as after an upgrade.
     let old = m.scratch.path().join("moat-old");
     std::fs::copy(crate::harness::moat_bin(), &old).unwrap();
-    let started = std::process::Command::new(&old)
-        .args(["daemon", "start"])
-        .env("MOAT_HOME", m.home())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    // A thread of this test binary forking at the moment of the copy can hold the
+    // new file open for writing until its exec: running it then fails with
+    // ETXTBSY for an instant. Retry that, and only that.
+    let started = (0..50)
+        .find_map(|_| {
+            match std::process::Command::new(&old)
+                .args(["daemon", "start"])
+                .env("MOAT_HOME", m.home())
+                .stdin(std::process::Stdio::null())
+                .output()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+                other => Some(other.unwrap()),
+            }
+        })
+        .expect("the copied binary stayed busy for a second");
     assert!(started.status.success());
     let client = moat_sandbox_core::daemon::DaemonClient::new(m.home().join("daemon.sock"));
     let before = client.version().unwrap();
