@@ -51,16 +51,7 @@ pub(crate) async fn relay(
     let mut out = Encoder { to, chunked: dst == Framing::Chunked };
     match src {
         Framing::Empty => {}
-        Framing::Length(mut left) => {
-            while left > 0 {
-                let piece = read_some(from, usize::try_from(left).unwrap_or(PIECE).min(PIECE), idle).await?;
-                if piece.is_empty() {
-                    return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
-                }
-                left -= piece.len() as u64;
-                out.data(&piece).await?;
-            }
-        }
+        Framing::Length(len) => copy_exact(from, &mut out, len, idle).await?,
         Framing::UntilClose => loop {
             let piece = read_some(from, PIECE, idle).await?;
             if piece.is_empty() {
@@ -75,15 +66,7 @@ pub(crate) async fn relay(
                 skip_trailers(from, idle).await?;
                 break;
             }
-            let mut left = size;
-            while left > 0 {
-                let piece = read_some(from, usize::try_from(left).unwrap_or(PIECE).min(PIECE), idle).await?;
-                if piece.is_empty() {
-                    return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
-                }
-                left -= piece.len() as u64;
-                out.data(&piece).await?;
-            }
+            copy_exact(from, &mut out, size, idle).await?;
             if !read_line(from, idle).await?.is_empty() {
                 return Err(BodyError::Framing("chunk data is not followed by CRLF"));
             }
@@ -125,6 +108,20 @@ async fn fill(from: &mut Conn, idle: Duration) -> Result<usize, BodyError> {
         Ok(Err(e)) => Err(BodyError::Read(e)),
         Err(_) => Err(BodyError::Read(io::ErrorKind::TimedOut.into())),
     }
+}
+
+/// Copies exactly `len` bytes from `from` to `out`; the stream ending first is an error.
+async fn copy_exact(from: &mut Conn, out: &mut Encoder<'_>, len: u64, idle: Duration) -> Result<(), BodyError> {
+    let mut left = len;
+    while left > 0 {
+        let piece = read_some(from, usize::try_from(left).unwrap_or(PIECE).min(PIECE), idle).await?;
+        if piece.is_empty() {
+            return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
+        }
+        left -= piece.len() as u64;
+        out.data(&piece).await?;
+    }
+    Ok(())
 }
 
 async fn read_some(from: &mut Conn, max: usize, idle: Duration) -> Result<Vec<u8>, BodyError> {
