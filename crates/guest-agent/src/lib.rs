@@ -10,6 +10,8 @@
 pub mod proto;
 
 #[cfg(feature = "agent")]
+pub mod docker;
+#[cfg(feature = "agent")]
 pub mod egress;
 #[cfg(feature = "agent")]
 pub mod init;

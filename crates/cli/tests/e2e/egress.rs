@@ -14,13 +14,13 @@ use std::time::Duration;
 use crate::harness::{moat, stderr, stdout};
 
 /// A tiny HTTP server on the host's loopback that records the request lines it got.
-struct Upstream {
-    port: u16,
+pub struct Upstream {
+    pub port: u16,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Upstream {
-    fn start() -> Upstream {
+    pub fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -56,7 +56,7 @@ impl Upstream {
         Upstream { port, seen }
     }
 
-    fn seen(&self) -> Vec<String> {
+    pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
 }

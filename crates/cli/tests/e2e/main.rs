@@ -5,6 +5,7 @@
 
 mod api;
 mod checkpoint;
+mod docker;
 mod egress;
 mod exec;
 mod harness;

@@ -53,9 +53,14 @@ pub fn start(config: &GuestNetConfig) {
         Kind::Transparent(TRANSPARENT_PORT),
     );
     spawn_tcp("dns-tcp", SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53), Kind::Proxy(DNS_PORT));
-    match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 53)) {
-        Ok(socket) => spawn("dns-udp", move || super::dns::serve_udp(socket)),
-        Err(e) => log!("egress: cannot listen on udp port 53: {e}"),
+    // One UDP socket per address, not the wildcard: a reply must leave from
+    // the address the question went to (containers ask the gateway through
+    // their bridge, and a resolver drops answers from any other source).
+    for addr in [Ipv4Addr::LOCALHOST, GATEWAY_ADDR] {
+        match UdpSocket::bind((addr, 53)) {
+            Ok(socket) => spawn("dns-udp", move || super::dns::serve_udp(socket)),
+            Err(e) => log!("egress: cannot listen on udp {addr}:53: {e}"),
+        }
     }
 }
 

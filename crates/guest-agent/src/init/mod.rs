@@ -55,6 +55,7 @@ pub fn run() -> ! {
     if let Some(net) = &net {
         crate::egress::start(net);
     }
+    crate::docker::start_on_demand(net.as_ref().map(|n| n.env.clone()).unwrap_or_default());
     let listener = match listen_vsock() {
         Ok(l) => l,
         Err(e) => {

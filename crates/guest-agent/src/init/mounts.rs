@@ -94,7 +94,27 @@ pub fn mount_overlay_root(root: &str, state: Option<&str>) -> Result<OwnedFd, Mo
         MsFlags::empty(),
         Some("lowerdir=/lower,upperdir=/state/upper,workdir=/state/work"),
     )?;
+    if let Err(e) = docker_data_root() {
+        log!("{}", super::chain(&e));
+    }
     Ok(state_handle)
+}
+
+/// Docker keeps its images and containers on the state filesystem itself:
+/// its overlay2 driver cannot stack on our overlay root.
+fn docker_data_root() -> Result<(), MountError> {
+    if !Path::new("/newroot/usr/sbin/dockerd").exists() {
+        return Ok(());
+    }
+    mkdir_p(Path::new("/state/docker"))?;
+    mkdir_p(Path::new("/newroot/var/lib/docker"))?;
+    mount(Some("/state/docker"), "/newroot/var/lib/docker", None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
+        |errno| MountError::Mount {
+            what: "(bind) /state/docker".into(),
+            target: "/newroot/var/lib/docker".into(),
+            errno,
+        },
+    )
 }
 
 /// Block devices can appear a moment after PID 1 starts.

@@ -30,6 +30,35 @@ cat > /etc/gitconfig <<'GITCONFIG'
 GITCONFIG
 chmod 0644 /etc/gitconfig
 
+# Docker: the agent starts the engine when /run/docker.sock is first used.
+# Containers resolve names through the gateway (the agent's DNS, under policy)
+# and their clients get the explicit proxy; TCP they open anyway is
+# redirected like every other guest connection.
+usermod --append --groups docker agent
+mkdir -p /etc/docker
+cat > /etc/docker/daemon.json <<'DAEMON'
+{
+  "dns": ["198.18.0.1"],
+  "log-driver": "json-file",
+  "log-opts": { "max-size": "10m", "max-file": "2" }
+}
+DAEMON
+for home in /root /home/agent; do
+    mkdir -p "$home/.docker"
+    cat > "$home/.docker/config.json" <<'CLIENT'
+{
+  "proxies": {
+    "default": {
+      "httpProxy": "http://198.18.0.1:3128",
+      "httpsProxy": "http://198.18.0.1:3128",
+      "noProxy": "localhost,127.0.0.1,::1"
+    }
+  }
+}
+CLIENT
+done
+chown -R agent:agent /home/agent/.docker
+
 echo moat > /etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tmoat\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
 
