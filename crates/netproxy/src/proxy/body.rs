@@ -40,7 +40,8 @@ impl std::fmt::Display for BodyError {
 
 /// Copies a body framed as `src` from `from` to `to`, framed as `dst`
 /// (`Length` only if `src` has the same length; `Chunked` or `UntilClose`
-/// otherwise). `idle` bounds each wait for the sender.
+/// otherwise). `idle` bounds each wait for the sender. Bytes queued on `to`
+/// (the message head) leave with the first piece, or at the end.
 pub(crate) async fn relay(
     from: &mut Conn,
     src: Framing,
@@ -53,21 +54,21 @@ pub(crate) async fn relay(
         Framing::Empty => {}
         Framing::Length(len) => copy_exact(from, &mut out, len, idle).await?,
         Framing::UntilClose => loop {
-            let piece = read_some(from, PIECE, idle).await?;
+            let piece = read_some(from, out.to, PIECE, idle).await?;
             if piece.is_empty() {
                 break;
             }
             out.data(&piece).await?;
         },
         Framing::Chunked => loop {
-            let line = read_line(from, idle).await?;
+            let line = read_line(from, out.to, idle).await?;
             let size = chunk_size(&line)?;
             if size == 0 {
-                skip_trailers(from, idle).await?;
+                skip_trailers(from, out.to, idle).await?;
                 break;
             }
             copy_exact(from, &mut out, size, idle).await?;
-            if !read_line(from, idle).await?.is_empty() {
+            if !read_line(from, out.to, idle).await?.is_empty() {
                 return Err(BodyError::Framing("chunk data is not followed by CRLF"));
             }
         },
@@ -97,12 +98,16 @@ impl Encoder<'_> {
     async fn finish(self) -> Result<(), BodyError> {
         match self.chunked {
             true => self.to.write_all(b"0\r\n\r\n").await.map_err(BodyError::Write),
-            false => Ok(()),
+            false => self.to.write_queued().await.map_err(BodyError::Write),
         }
     }
 }
 
-async fn fill(from: &mut Conn, idle: Duration) -> Result<usize, BodyError> {
+/// Reads more from the sender. Bytes queued for the receiver go out first:
+/// nothing waits on the sender while holding them (a streamed response's
+/// head must not wait for its first chunk).
+async fn fill(from: &mut Conn, to: &mut Conn, idle: Duration) -> Result<usize, BodyError> {
+    to.write_queued().await.map_err(BodyError::Write)?;
     match tokio::time::timeout(idle, from.fill()).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(BodyError::Read(e)),
@@ -114,7 +119,7 @@ async fn fill(from: &mut Conn, idle: Duration) -> Result<usize, BodyError> {
 async fn copy_exact(from: &mut Conn, out: &mut Encoder<'_>, len: u64, idle: Duration) -> Result<(), BodyError> {
     let mut left = len;
     while left > 0 {
-        let piece = read_some(from, usize::try_from(left).unwrap_or(PIECE).min(PIECE), idle).await?;
+        let piece = read_some(from, out.to, usize::try_from(left).unwrap_or(PIECE).min(PIECE), idle).await?;
         if piece.is_empty() {
             return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -124,8 +129,8 @@ async fn copy_exact(from: &mut Conn, out: &mut Encoder<'_>, len: u64, idle: Dura
     Ok(())
 }
 
-async fn read_some(from: &mut Conn, max: usize, idle: Duration) -> Result<Vec<u8>, BodyError> {
-    if from.buffered().is_empty() && fill(from, idle).await? == 0 {
+async fn read_some(from: &mut Conn, to: &mut Conn, max: usize, idle: Duration) -> Result<Vec<u8>, BodyError> {
+    if from.buffered().is_empty() && fill(from, to, idle).await? == 0 {
         return Ok(Vec::new());
     }
     let n = from.buffered().len().min(max);
@@ -135,7 +140,7 @@ async fn read_some(from: &mut Conn, max: usize, idle: Duration) -> Result<Vec<u8
 }
 
 /// One CRLF-terminated line, without the CRLF.
-async fn read_line(from: &mut Conn, idle: Duration) -> Result<Vec<u8>, BodyError> {
+async fn read_line(from: &mut Conn, to: &mut Conn, idle: Duration) -> Result<Vec<u8>, BodyError> {
     loop {
         let buf = from.buffered();
         if let Some(i) = buf.iter().position(|&b| b == b'\n') {
@@ -152,7 +157,7 @@ async fn read_line(from: &mut Conn, idle: Duration) -> Result<Vec<u8>, BodyError
         if buf.len() > MAX_LINE {
             return Err(BodyError::Framing("a chunked body line is too long"));
         }
-        if fill(from, idle).await? == 0 {
+        if fill(from, to, idle).await? == 0 {
             return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
         }
     }
@@ -171,10 +176,10 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     u64::from_str_radix(text, 16).map_err(|_| BodyError::Framing("invalid chunk size"))
 }
 
-async fn skip_trailers(from: &mut Conn, idle: Duration) -> Result<(), BodyError> {
+async fn skip_trailers(from: &mut Conn, to: &mut Conn, idle: Duration) -> Result<(), BodyError> {
     let mut total = 0;
     loop {
-        let line = read_line(from, idle).await?;
+        let line = read_line(from, to, idle).await?;
         if line.is_empty() {
             return Ok(());
         }
@@ -211,6 +216,44 @@ mod tests {
         assert_eq!(out.as_deref(), Ok(&b"3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n"[..]));
         let out = run(b"hello", Framing::Length(5)).await;
         assert_eq!(out.as_deref(), Ok(&b"5\r\nhello\r\n0\r\n\r\n"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_queued_head_leaves_before_the_relay_waits_for_the_sender() {
+        let (mut sender, proxy_side) = tokio::io::duplex(1 << 16);
+        let (sink_side, mut sink) = tokio::io::duplex(1 << 16);
+        let mut from = Conn::new(Box::new(proxy_side));
+        let mut to = Conn::new(Box::new(sink_side));
+        to.queue(b"HEAD\r\n\r\n");
+        let idle = Duration::from_secs(5);
+        let relayed =
+            tokio::spawn(async move { relay(&mut from, Framing::Chunked, &mut to, Framing::Chunked, idle).await });
+        let mut head = [0u8; 8];
+        let waited = tokio::time::timeout(Duration::from_secs(2), sink.read_exact(&mut head)).await;
+        assert!(waited.is_ok(), "the head was held back until the body's first chunk");
+        assert_eq!(&head, b"HEAD\r\n\r\n");
+        sender.write_all(b"2\r\nok\r\n0\r\n\r\n").await.expect("write");
+        relayed.await.expect("join").expect("relay");
+        let mut rest = [0u8; 12];
+        sink.read_exact(&mut rest).await.expect("read");
+        assert_eq!(&rest, b"2\r\nok\r\n0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_queued_head_and_a_body_at_hand_leave_in_order() {
+        let (mut sender, proxy_side) = tokio::io::duplex(1 << 16);
+        let (sink_side, mut sink) = tokio::io::duplex(1 << 16);
+        sender.write_all(b"hello").await.expect("write");
+        let mut from = Conn::new(Box::new(proxy_side));
+        let mut to = Conn::new(Box::new(sink_side));
+        from.fill().await.expect("fill");
+        to.queue(b"HEAD\r\n\r\n");
+        relay(&mut from, Framing::Length(5), &mut to, Framing::Length(5), Duration::from_secs(5)).await.expect("relay");
+        assert_eq!(to.written, 13);
+        drop(to);
+        let mut out = Vec::new();
+        sink.read_to_end(&mut out).await.expect("read");
+        assert_eq!(out, b"HEAD\r\n\r\nhello");
     }
 
     #[tokio::test]

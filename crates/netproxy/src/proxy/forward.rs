@@ -346,15 +346,19 @@ async fn relay(
     let method = &req.head.method;
     let entries = headers.into_entries();
     let out = head::write_request(method, &target.path, &target.host_header, &entries, req.framing);
-    up.conn.write_all(&out).await.map_err(|e| Failure::Upstream(format!("sending the request failed: {e}")))?;
     if req.expect_continue && req.framing != Framing::Empty {
+        // The head goes now: the upstream may answer before the body comes.
+        up.conn.write_all(&out).await.map_err(|e| Failure::Upstream(format!("sending the request failed: {e}")))?;
         let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    } else {
+        // The head leaves with the body's first piece (or alone, if it has none).
+        up.conn.queue(&out);
     }
     match body::relay(client, req.framing, &mut up.conn, req.framing, limits.idle_timeout).await {
         Ok(()) => {}
         Err(BodyError::Framing(why)) => return Err(Failure::Client(why)),
         Err(BodyError::Read(e)) => return Err(Failure::Midway(format!("reading the request body failed: {e}"))),
-        Err(BodyError::Write(e)) => return Err(Failure::Upstream(format!("sending the request body failed: {e}"))),
+        Err(BodyError::Write(e)) => return Err(Failure::Upstream(format!("sending the request failed: {e}"))),
     }
 
     let response = loop {
@@ -389,7 +393,7 @@ async fn relay(
         headers.extend(response.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")).cloned());
     }
     let out = head::write_response(&response, &headers, to_client, close_client);
-    client.write_all(&out).await.map_err(|e| Failure::Midway(format!("writing the response failed: {e}")))?;
+    client.queue(&out);
     body::relay(&mut up.conn, framing, client, to_client, limits.response_timeout)
         .await
         .map_err(|e| Failure::Midway(format!("relaying the response body failed: {e}")))?;

@@ -23,11 +23,15 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A stream with a read-ahead buffer. Parsers look at [`Conn::buffered`],
 /// [`Conn::consume`] what they used, and [`Conn::fill`] when they need more;
 /// what was read but not consumed goes back out with [`Conn::into_parts`].
-/// It counts the bytes that cross it each way.
+/// Writes can be [`Conn::queue`]d to leave with the next write, so a message
+/// head and a body that is already at hand cross as one TLS record and one
+/// syscall. It counts the bytes that cross it each way.
 pub(crate) struct Conn {
     io: BoxIo,
     buf: Vec<u8>,
     pos: usize,
+    /// Queued bytes, written before anything else.
+    pending: Vec<u8>,
     /// Bytes read from the stream so far.
     pub(crate) read: u64,
     /// Bytes written to the stream so far.
@@ -36,7 +40,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(io: BoxIo) -> Conn {
-        Conn { io, buf: Vec::new(), pos: 0, read: 0, written: 0 }
+        Conn { io, buf: Vec::new(), pos: 0, pending: Vec::new(), read: 0, written: 0 }
     }
 
     /// Bytes read but not yet consumed.
@@ -84,11 +88,37 @@ impl Conn {
         .await
     }
 
-    /// Writes all of `bytes` to the stream and flushes.
+    /// Holds `bytes` back to go out with the next [`Conn::write_all`] or
+    /// [`Conn::write_queued`]. Whoever queues must make sure one of those
+    /// follows before waiting for the peer's answer.
+    pub(crate) fn queue(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// Writes the queued bytes, then all of `bytes`, in one write, and flushes.
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.io.write_all(bytes).await?;
-        self.written += bytes.len() as u64;
+        let out = match self.pending.is_empty() {
+            true => bytes,
+            false => {
+                self.pending.extend_from_slice(bytes);
+                &self.pending[..]
+            }
+        };
+        let result = self.io.write_all(out).await;
+        if result.is_ok() {
+            self.written += out.len() as u64;
+        }
+        self.pending.clear();
+        result?;
         self.io.flush().await
+    }
+
+    /// Writes whatever is queued, and flushes.
+    pub(crate) async fn write_queued(&mut self) -> io::Result<()> {
+        match self.pending.is_empty() {
+            true => Ok(()),
+            false => self.write_all(&[]).await,
+        }
     }
 
     /// Shuts the stream down for writing (TLS: sends close_notify).
@@ -98,6 +128,7 @@ impl Conn {
 
     /// The stream and the bytes read ahead of the consumer.
     pub(crate) fn into_parts(mut self) -> (BoxIo, Vec<u8>) {
+        debug_assert!(self.pending.is_empty(), "queued bytes would be lost");
         let rest = self.buf.split_off(self.pos);
         (self.io, rest)
     }
