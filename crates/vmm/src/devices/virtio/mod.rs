@@ -24,6 +24,7 @@ mod interrupt;
 mod mmio;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
+pub mod vhost_user;
 
 pub use self::device::{status, VirtioDevice, VIRTIO_F_VERSION_1};
 pub use self::interrupt::Interrupt;
