@@ -8,7 +8,7 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{self, ArchError, MpTableError};
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses};
+use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses, VhostUserHandle};
 use crate::devices::serial::SerialStats;
 use crate::devices::virtio::block::BlockStats;
 use crate::loader::{self, LoadError, Payload};
@@ -123,6 +123,11 @@ impl MicroVm {
     /// Each disk's request counts, in [`VmConfig::disks`] order.
     pub fn block_stats(&self) -> Vec<BlockStats> {
         self.devices.block_stats()
+    }
+
+    /// The vhost-user devices (virtio-fs, then vsock), in attach order.
+    pub fn vhost_users(&self) -> &[VhostUserHandle] {
+        self.devices.vhost_users()
     }
 
     /// Drains the serial output buffered so far.

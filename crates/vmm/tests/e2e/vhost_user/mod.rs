@@ -4,8 +4,10 @@
 //! kick traps into the transport (as it does when KVM has no ioeventfd for
 //! it) and reaches the back-end through the queue's kick eventfd; the
 //! back-end's interrupts land on the device's irqfd, which the driver reads.
+//! `kvm.rs` runs a freestanding guest through /dev/kvm instead.
 
 mod fs;
+mod kvm;
 mod vsock;
 
 use std::path::{Path, PathBuf};

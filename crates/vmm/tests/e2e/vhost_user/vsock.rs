@@ -16,9 +16,9 @@ use moat_vmm::GuestMemory;
 
 use super::{interrupt_status, start, tool, wait_used, Backend};
 
-const GUEST_CID: u64 = 3;
+pub const GUEST_CID: u64 = 3;
 const HOST_CID: u64 = 2;
-const GUEST_PORT: u32 = 1234;
+pub const GUEST_PORT: u32 = 1234;
 const HDR: u32 = 44;
 const RX_BUF: u32 = HDR + 4096;
 const OP_REQUEST: u16 = 1;
@@ -26,7 +26,7 @@ const OP_RESPONSE: u16 = 2;
 const OP_RW: u16 = 5;
 const TYPE_STREAM: u16 = 1;
 
-fn moat_vsock(test: &str) -> Option<Backend> {
+pub fn moat_vsock(test: &str) -> Option<Backend> {
     let program = tool(test, "moat-vsock", "MOAT_VSOCK_BACKEND")?;
     let dir = tempfile::tempdir().unwrap();
     let (socket, uds) = (dir.path().join("backend.sock"), dir.path().join("vsock.sock"));
