@@ -8,7 +8,7 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{self, ArchError, MpTableError};
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses};
+use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses, VhostUserHandle};
 use crate::devices::serial::SerialStats;
 use crate::devices::virtio::block::BlockStats;
 use crate::loader::{self, LoadError, Payload};
@@ -30,6 +30,10 @@ pub enum BuildError {
     Devices(#[from] BusError),
     #[error("could not attach disk {0}")]
     Disk(usize, #[source] AttachError),
+    #[error("could not attach shared directory {0}")]
+    Fs(usize, #[source] AttachError),
+    #[error("could not attach the vsock device")]
+    Vsock(#[source] AttachError),
     #[error("could not load the payload")]
     Load(#[from] LoadError),
     #[error("could not write the MP table")]
@@ -51,6 +55,12 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
     let mut devices = DeviceManager::with_legacy_devices(config.serial_limit)?;
     for (i, disk) in config.disks.iter().enumerate() {
         devices.attach_block(&vm, &memory, disk).map_err(|e| BuildError::Disk(i, e))?;
+    }
+    for (i, fs) in config.fs.iter().enumerate() {
+        devices.attach_fs(&vm, &memory, fs).map_err(|e| BuildError::Fs(i, e))?;
+    }
+    if let Some(vsock) = &config.vsock {
+        devices.attach_vsock(&vm, &memory, vsock).map_err(BuildError::Vsock)?;
     }
 
     let entry = loader::load(&memory, payload, &devices.virtio_cmdline())?;
@@ -113,6 +123,11 @@ impl MicroVm {
     /// Each disk's request counts, in [`VmConfig::disks`] order.
     pub fn block_stats(&self) -> Vec<BlockStats> {
         self.devices.block_stats()
+    }
+
+    /// The vhost-user devices (virtio-fs, then vsock), in attach order.
+    pub fn vhost_users(&self) -> &[VhostUserHandle] {
+        self.devices.vhost_users()
     }
 
     /// Drains the serial output buffered so far.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::arch;
+use crate::devices::virtio::vhost_user::FS_TAG_LEN;
 
 /// Smallest guest RAM we accept: the payload is loaded at 1 MiB.
 pub const MIN_MEM_MIB: u32 = 2;
@@ -27,6 +28,31 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Raw disk images, each a virtio-blk device, in virtio-mmio slot order.
     pub disks: Vec<DiskConfig>,
+    /// Shared directories, each a virtio-fs device served by a vhost-user
+    /// back-end (virtiofsd); their slots follow the disks'.
+    pub fs: Vec<FsConfig>,
+    /// A virtio-vsock device served by a vhost-user back-end (moat-vsock);
+    /// its slot comes last.
+    pub vsock: Option<VsockConfig>,
+}
+
+/// One virtio-fs device. The back-end must already listen on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The vhost-user socket of the back-end (`virtiofsd --socket-path`).
+    pub socket: PathBuf,
+    /// The tag the guest mounts (`mount -t virtiofs <tag> <dir>`): 1 to 36
+    /// bytes, no NUL.
+    pub tag: String,
+}
+
+/// The virtio-vsock device. The back-end must already listen on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The vhost-user socket of the back-end (`moat-vsock --socket`).
+    pub socket: PathBuf,
+    /// The guest's CID: 3 or more, below 2^32 - 1 (`VMADDR_CID_ANY`).
+    pub guest_cid: u64,
 }
 
 /// One virtio-blk device.
@@ -46,6 +72,8 @@ impl Default for VmConfig {
             serial_limit: DEFAULT_SERIAL_LIMIT,
             timeout: Duration::from_secs(30),
             disks: Vec::new(),
+            fs: Vec::new(),
+            vsock: None,
         }
     }
 }
@@ -63,6 +91,12 @@ pub enum ConfigError {
     Timeout,
     #[error("at most {max} disks are supported, got {0}", max = max_disks())]
     TooManyDisks(usize),
+    #[error("at most {max} virtio devices are supported, got {0}", max = max_disks())]
+    TooManyDevices(usize),
+    #[error("virtio-fs tag {0:?} must be 1 to {FS_TAG_LEN} bytes without NUL")]
+    FsTag(String),
+    #[error("guest CID {0} is reserved or out of range (3..4294967295)")]
+    GuestCid(u64),
 }
 
 fn max_disks() -> usize {
@@ -86,6 +120,18 @@ impl VmConfig {
         }
         if self.disks.len() > max_disks() {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        let devices = self.disks.len() + self.fs.len() + usize::from(self.vsock.is_some());
+        if devices > max_disks() {
+            return Err(ConfigError::TooManyDevices(devices));
+        }
+        if let Some(fs) =
+            self.fs.iter().find(|fs| fs.tag.is_empty() || fs.tag.len() > FS_TAG_LEN || fs.tag.contains('\0'))
+        {
+            return Err(ConfigError::FsTag(fs.tag.clone()));
+        }
+        if let Some(vsock) = self.vsock.as_ref().filter(|v| !(3..u64::from(u32::MAX)).contains(&v.guest_cid)) {
+            return Err(ConfigError::GuestCid(vsock.guest_cid));
         }
         Ok(())
     }
@@ -115,5 +161,31 @@ mod tests {
             bad(|c| c.disks = vec![DiskConfig { path: "/dev/null".into(), read_only: true }; 20]),
             ConfigError::TooManyDisks(20)
         );
+        fn fs(tag: &str) -> FsConfig {
+            FsConfig { socket: "/run/fs.sock".into(), tag: tag.into() }
+        }
+        assert_eq!(bad(|c| c.fs = vec![fs("")]), ConfigError::FsTag(String::new()));
+        assert_eq!(bad(|c| c.fs = vec![fs("ok"), fs(&"t".repeat(37))]), ConfigError::FsTag("t".repeat(37)));
+        assert_eq!(bad(|c| c.fs = vec![fs("a\0b")]), ConfigError::FsTag("a\0b".into()));
+        fn vsock(guest_cid: u64) -> Option<VsockConfig> {
+            Some(VsockConfig { socket: "/run/v.sock".into(), guest_cid })
+        }
+        for cid in [0, 1, 2, u64::from(u32::MAX), 1 << 40] {
+            let mut c = VmConfig { vsock: vsock(cid), ..VmConfig::default() };
+            assert_eq!(c.validate(), Err(ConfigError::GuestCid(cid)));
+            c.vsock = vsock(3);
+            c.disks = vec![DiskConfig { path: "/dev/null".into(), read_only: true }; max_disks()];
+            assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(max_disks() + 1)));
+        }
+    }
+
+    #[test]
+    fn shared_directories_and_vsock_at_their_limits_are_valid() {
+        let config = VmConfig {
+            fs: vec![FsConfig { socket: "/run/fs.sock".into(), tag: "t".repeat(FS_TAG_LEN) }],
+            vsock: Some(VsockConfig { socket: "/run/v.sock".into(), guest_cid: u64::from(u32::MAX) - 1 }),
+            ..VmConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
     }
 }

@@ -3,8 +3,10 @@
 //! This crate turns a [`VmConfig`] and a guest payload into a running KVM
 //! virtual machine: guest RAM backed by a memfd, one x86_64 vCPU, legacy
 //! port-I/O devices (8250 serial, a debug-exit port, an i8042 reset line),
-//! and virtio-mmio devices (block) on an MMIO bus with their interrupts
-//! delivered by KVM's irqchip. Payloads are flat code or ELF entered in long
+//! and virtio-mmio devices on an MMIO bus with their interrupts delivered by
+//! KVM's irqchip: block in-process, and virtio-fs and vsock through a
+//! vhost-user front-end to external back-ends (`virtiofsd`, `moat-vsock`)
+//! that map guest RAM and are kicked through KVM ioeventfds. Payloads are flat code or ELF entered in long
 //! mode, or a Linux kernel set up through the x86 boot protocols (`vmlinux`
 //! through PVH, `bzImage` through the 64-bit protocol: memory map, command
 //! line, initrd, MP table).
@@ -31,8 +33,8 @@ mod watchdog;
 
 pub use arch::{BootEntry, LinuxBootError};
 pub use builder::{build_microvm, BuildError, MicroVm, RunReport};
-pub use config::{ConfigError, DiskConfig, VmConfig};
-pub use device_manager::{AttachError, BusDevice, BusError, GuestRequest, MmioSlot, UnmappedAccesses};
+pub use config::{ConfigError, DiskConfig, FsConfig, VmConfig, VsockConfig};
+pub use device_manager::{AttachError, BusDevice, BusError, GuestRequest, MmioSlot, UnmappedAccesses, VhostUserHandle};
 pub use devices::virtio::block::BlockStats;
 pub use loader::{LoadError, Payload};
 pub use memory::{GuestMemory, MemoryError};

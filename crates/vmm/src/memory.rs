@@ -1,8 +1,8 @@
 //! Guest RAM: one memfd, mapped shared, faulted in lazily.
 //!
-//! The memfd is what a vhost-user back-end will later map to share guest
-//! memory; nothing is pre-faulted, so a 4 GiB guest that touches 10 MiB costs
-//! the host about 10 MiB.
+//! The memfd is what vhost-user back-ends map to share guest memory (each
+//! region is sent with its offset in it); nothing is pre-faulted, so a 4 GiB
+//! guest that touches 10 MiB costs the host about 10 MiB.
 
 use std::ffi::CStr;
 use std::fs::File;

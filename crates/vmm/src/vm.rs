@@ -3,7 +3,7 @@
 use std::io;
 
 use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::{self, kvm_err, ArchError};
@@ -73,6 +73,12 @@ impl Vm {
     /// an edge the in-kernel irqchip delivers.
     pub(crate) fn register_irqfd(&self, line: &EventFd, gsi: u32) -> io::Result<()> {
         self.fd.register_irqfd(line, gsi).map_err(kvm_err)
+    }
+
+    /// Has KVM complete a guest's 4-byte MMIO write of `value` to `addr`
+    /// by signalling `event`, without an exit to us (a queue kick).
+    pub(crate) fn register_ioevent(&self, event: &EventFd, addr: u64, value: u32) -> io::Result<()> {
+        self.fd.register_ioevent(event, &IoEventAddress::Mmio(addr), value).map_err(kvm_err)
     }
 
     pub(crate) fn kvm(&self) -> &Kvm {

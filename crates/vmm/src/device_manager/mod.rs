@@ -8,17 +8,20 @@
 //! their interrupt eventfd becomes a KVM irqfd on that line.
 
 mod bus;
+mod vhost_user;
 mod virtio;
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use self::bus::{Bus, BusDevice, BusError, GuestRequest};
+pub use self::vhost_user::VhostUserHandle;
 pub use self::virtio::{MmioSlot, MmioSlots, SlotsExhausted};
 
 use crate::arch;
 use crate::config::DiskConfig;
 use crate::devices::virtio::block::{Block, BlockStats, DiskError, DiskImage};
+use crate::devices::virtio::vhost_user::ConnectError;
 use crate::devices::virtio::{MmioTransport, VirtioDevice};
 use crate::devices::{debug_exit::DebugExit, i8042::I8042, serial::Serial};
 use crate::memory::GuestMemory;
@@ -37,6 +40,12 @@ pub enum AttachError {
     Irqfd(u32, #[source] io::Error),
     #[error("could not map the device")]
     Bus(#[from] BusError),
+    #[error("could not take the vhost-user back-end into service")]
+    VhostUser(#[from] ConnectError),
+    #[error("could not route queue {0}'s notifications to the back-end")]
+    Ioeventfd(usize, #[source] io::Error),
+    #[error("could not watch the vhost-user back-end's socket")]
+    Watch(#[source] io::Error),
 }
 
 /// Guest accesses that hit no device.
@@ -55,6 +64,7 @@ pub struct DeviceManager {
     serial: Arc<Mutex<Serial>>,
     virtio: MmioSlots,
     blocks: Vec<Arc<Mutex<MmioTransport<Block>>>>,
+    vhost_users: Vec<VhostUserHandle>,
 }
 
 impl DeviceManager {
@@ -73,6 +83,7 @@ impl DeviceManager {
             serial,
             virtio,
             blocks: Vec::new(),
+            vhost_users: Vec::new(),
         })
     }
 

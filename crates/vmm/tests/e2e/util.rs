@@ -27,6 +27,28 @@ pub fn e2e_available(test: &str, needs_gcc: bool) -> bool {
     false
 }
 
+/// The host program `program`: `$<env>` if set, else (for our own
+/// binaries) the one built next to this test, else the first on `$PATH` or
+/// in `~/.cargo/bin`. Missing, it prints a loud SKIPPED line, or panics when
+/// `MOAT_REQUIRE_E2E=1`.
+pub fn find_tool(test: &str, program: &str, env: &str) -> Option<PathBuf> {
+    let from_env = std::env::var_os(env).filter(|v| !v.is_empty()).map(PathBuf::from);
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<program>
+    let built = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.join(program)));
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let searched = std::env::split_paths(&path).chain(home).map(|d| d.join(program));
+    let found = from_env.into_iter().chain(built).chain(searched).find(|p| p.is_file());
+    if found.is_none() {
+        let msg = format!("{test}: missing {program} (set {env}, build it, or put it on PATH)");
+        if std::env::var("MOAT_REQUIRE_E2E").as_deref() == Ok("1") {
+            panic!("{msg} (MOAT_REQUIRE_E2E=1)");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPED {msg}; set MOAT_REQUIRE_E2E=1 to make this a failure");
+    }
+    found
+}
+
 fn guests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests")
 }

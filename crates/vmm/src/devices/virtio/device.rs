@@ -2,6 +2,7 @@
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Feature bit 32: the device follows virtio 1.x (no legacy interface).
 /// The transport offers it for every device and refuses drivers that don't
@@ -50,4 +51,21 @@ pub trait VirtioDevice: Send {
 
     /// The driver reset the device: forget any per-session state.
     fn reset(&mut self) {}
+
+    /// Right after [`VirtioDevice::activate`], a device whose queues are
+    /// served outside the VMM (vhost-user) is handed the driver's queues and
+    /// the interrupt line (an irqfd) to pass on. `false` means it could not
+    /// start them: the transport then asks the driver for a reset.
+    fn hand_off_queues(&mut self, _queues: &[Queue], _mem: &GuestMemoryMmap, _line: &EventFd) -> bool {
+        true
+    }
+
+    /// Whether something other than the transport signals used buffers on
+    /// the interrupt line (a vhost-user back-end writing the irqfd). The
+    /// transport can't know when that happens, so while such a device is
+    /// live its `InterruptStatus` always shows a used-buffer interrupt, and
+    /// the driver checks its used rings on every interrupt.
+    fn interrupts_out_of_band(&self) -> bool {
+        false
+    }
 }

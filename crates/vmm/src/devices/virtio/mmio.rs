@@ -118,6 +118,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
         &self.device
     }
 
+    /// The device, to change.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
     /// The interrupt (status register and line).
     pub fn interrupt(&self) -> &Interrupt {
         &self.interrupt
@@ -183,7 +188,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             },
             regs::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
             regs::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
-            regs::INTERRUPT_STATUS => self.interrupt.status(),
+            regs::INTERRUPT_STATUS => self.interrupt_status(),
             regs::STATUS => self.status,
             // No shared-memory regions: their length reads as all ones.
             regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH | regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => u32::MAX,
@@ -281,13 +286,34 @@ impl<D: VirtioDevice> MmioTransport<D> {
             }
             if !self.queues_valid() {
                 self.stats.bad_queues += 1;
-                self.status = accepted & !status::DRIVER_OK | status::DEVICE_NEEDS_RESET;
-                self.interrupt.raise(CONFIG_CHANGE);
-                return;
+                self.status = accepted & !status::DRIVER_OK;
+                return self.request_reset();
             }
             self.device.activate(self.driver_features);
+            if !self.device.hand_off_queues(&self.queues, &self.mem, self.interrupt.line()) {
+                self.status = accepted & !status::DRIVER_OK;
+                return self.request_reset();
+            }
         }
         self.status = accepted;
+    }
+
+    /// The device can't go on (a bad queue, a lost back-end): sets
+    /// `DEVICE_NEEDS_RESET` and tells the driver with a config-change
+    /// interrupt (virtio 1.2, 2.1.2). Only a reset clears it.
+    pub fn request_reset(&mut self) {
+        if self.status & status::DEVICE_NEEDS_RESET == 0 {
+            self.status |= status::DEVICE_NEEDS_RESET;
+            self.interrupt.raise(CONFIG_CHANGE);
+        }
+    }
+
+    /// `InterruptStatus`: what the transport raised, plus a standing
+    /// used-buffer bit while a device whose back-end interrupts on its own is live.
+    fn interrupt_status(&self) -> u32 {
+        let out_of_band = self.device.interrupts_out_of_band()
+            && self.status_is(status::DRIVER_OK, status::DEVICE_NEEDS_RESET | status::FAILED);
+        self.interrupt.status() | if out_of_band { USED_BUFFER } else { 0 }
     }
 
     fn features_acceptable(&self) -> bool {

@@ -3,8 +3,9 @@
 //! writes and lays out a split virtqueue in guest RAM, the way a guest
 //! driver does, so hostile layouts are as easy to build as honest ones.
 //!
-//! Guest RAM layout it uses: the queue from [`RING_BASE`] (descriptor table,
-//! available ring, used ring, each page-aligned), request headers and status
+//! Guest RAM layout it uses: queue 0 from [`RING_BASE`] (descriptor table,
+//! available ring, used ring, each page-aligned; queue n 64 KiB further per
+//! n, below [`SLOT_BASE`] for up to 7 queues), request headers and status
 //! bytes of [`Driver::blk_chain`] from [`SLOT_BASE`], and data wherever the
 //! caller says (conventionally from [`DATA_BASE`]).
 
@@ -41,11 +42,9 @@ impl Buf {
     }
 }
 
-/// A driver for queue 0 of one transport.
-#[derive(Debug)]
-pub struct Driver<'m, D> {
-    pub transport: MmioTransport<D>,
-    mem: &'m GuestMemory,
+/// A driver's view of one split ring.
+#[derive(Debug, Clone, Copy)]
+struct Ring {
     size: u16,
     base: u64,
     next_desc: u16,
@@ -53,10 +52,70 @@ pub struct Driver<'m, D> {
     used_seen: u16,
 }
 
+impl Ring {
+    fn new(base: u64) -> Self {
+        Self { size: 0, base, next_desc: 0, avail_idx: 0, used_seen: 0 }
+    }
+}
+
+/// A driver for one transport. Queue calls act on the selected queue
+/// (queue 0 until [`Driver::select_queue`]).
+#[derive(Debug)]
+pub struct Driver<'m, D> {
+    pub transport: MmioTransport<D>,
+    mem: &'m GuestMemory,
+    queue: u16,
+    rings: Vec<Ring>,
+}
+
 impl<'m, D: VirtioDevice> Driver<'m, D> {
-    /// A driver for `transport`, whose queue lives in `mem`.
+    /// A driver for `transport`, whose queues live in `mem`.
     pub fn new(transport: MmioTransport<D>, mem: &'m GuestMemory) -> Self {
-        Self { transport, mem, size: 0, base: RING_BASE, next_desc: 0, avail_idx: 0, used_seen: 0 }
+        Self { transport, mem, queue: 0, rings: vec![Ring::new(RING_BASE)] }
+    }
+
+    /// Makes queue `index` the one later queue calls act on. Its rings go
+    /// at [`Driver::ring_base`] unless [`Driver::setup_queue_at`] says otherwise.
+    pub fn select_queue(&mut self, index: u16) {
+        let needed = usize::from(index) + 1;
+        while self.rings.len() < needed {
+            let next = self.rings.len() as u16;
+            self.rings.push(Ring::new(Self::ring_base(next)));
+        }
+        self.queue = index;
+    }
+
+    /// Where [`Driver::setup_queue`] puts queue `index`'s rings: 64 KiB
+    /// apart from [`RING_BASE`] (room for queues of up to 256 entries).
+    pub fn ring_base(index: u16) -> u64 {
+        RING_BASE + 0x1_0000 * u64::from(index)
+    }
+
+    /// Gives the transport back.
+    pub fn into_transport(self) -> MmioTransport<D> {
+        self.transport
+    }
+
+    /// Consumes the signals on the device's interrupt line (its irqfd when
+    /// KVM isn't there to take them), waiting up to `timeout` for the
+    /// first. Returns how many there were.
+    pub fn wait_interrupt(&self, timeout: std::time::Duration) -> u64 {
+        use std::os::fd::AsRawFd;
+        let line = self.transport.interrupt().line();
+        let mut pfd = libc::pollfd { fd: line.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd, its count, and an fd kept open by the
+        // transport for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        line.read().unwrap_or(0)
+    }
+
+    fn ring(&self) -> Ring {
+        self.rings[usize::from(self.queue)]
+    }
+
+    fn ring_mut(&mut self) -> &mut Ring {
+        &mut self.rings[usize::from(self.queue)]
     }
 
     /// Reads a 32-bit register.
@@ -100,16 +159,17 @@ impl<'m, D: VirtioDevice> Driver<'m, D> {
         self.reg(regs::STATUS)
     }
 
-    /// Programs queue 0 with `size` entries at [`RING_BASE`] and marks it ready.
+    /// Programs the selected queue with `size` entries (queue 0 at
+    /// [`RING_BASE`]) and marks it ready.
     pub fn setup_queue(&mut self, size: u16) {
-        self.setup_queue_at(size, RING_BASE);
+        self.setup_queue_at(size, Self::ring_base(self.queue));
     }
 
     /// Like [`Driver::setup_queue`] with the rings from `base`.
     pub fn setup_queue_at(&mut self, size: u16, base: u64) {
-        (self.size, self.base) = (size, base);
+        *self.ring_mut() = Ring { size, base, ..Ring::new(base) };
         let (desc, avail, used) = ring_addrs(size, base);
-        self.set_reg(regs::QUEUE_SEL, 0);
+        self.set_reg(regs::QUEUE_SEL, u32::from(self.queue));
         self.set_reg(regs::QUEUE_NUM, u32::from(size));
         for (low, value) in
             [(regs::QUEUE_DESC_LOW, desc), (regs::QUEUE_DRIVER_LOW, avail), (regs::QUEUE_DEVICE_LOW, used)]
@@ -138,7 +198,8 @@ impl<'m, D: VirtioDevice> Driver<'m, D> {
 
     /// Writes descriptor `index` as is (any flags, any `next`).
     pub fn write_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = ring_addrs(self.size, self.base).0 + 16 * u64::from(index);
+        let Ring { size, base, .. } = self.ring();
+        let at = ring_addrs(size, base).0 + 16 * u64::from(index);
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&addr.to_le_bytes());
         raw[8..12].copy_from_slice(&len.to_le_bytes());
@@ -149,51 +210,56 @@ impl<'m, D: VirtioDevice> Driver<'m, D> {
 
     /// Makes the chain at `head` available (no notification).
     pub fn publish(&mut self, head: u16) {
-        let avail = ring_addrs(self.size, self.base).1;
-        let slot = u64::from(self.avail_idx % self.size.max(1));
+        let Ring { size, base, avail_idx, .. } = self.ring();
+        let avail = ring_addrs(size, base).1;
+        let slot = u64::from(avail_idx % size.max(1));
         self.mem.write(avail + 4 + 2 * slot, &head.to_le_bytes()).expect("avail ring in RAM");
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.set_avail_idx(self.avail_idx);
+        self.ring_mut().avail_idx = avail_idx.wrapping_add(1);
+        self.set_avail_idx(avail_idx.wrapping_add(1));
     }
 
     /// Writes the available ring's index as is.
     pub fn set_avail_idx(&self, idx: u16) {
-        let avail = ring_addrs(self.size, self.base).1;
+        let Ring { size, base, .. } = self.ring();
+        let avail = ring_addrs(size, base).1;
         self.mem.write(avail + 2, &idx.to_le_bytes()).expect("avail ring in RAM");
     }
 
     /// Links `bufs` into a chain on the next free descriptors and publishes it.
     pub fn add_chain(&mut self, bufs: &[Buf]) -> u16 {
-        let head = self.next_desc;
+        let head = self.ring().next_desc;
         for (i, buf) in bufs.iter().enumerate() {
-            let index = self.next_desc;
-            self.next_desc = (self.next_desc + 1) % self.size;
+            let ring = self.ring_mut();
+            let index = ring.next_desc;
+            ring.next_desc = (ring.next_desc + 1) % ring.size;
+            let next = ring.next_desc;
             let last = i + 1 == bufs.len();
             let flags = if last { 0 } else { VRING_DESC_F_NEXT as u16 }
                 | if buf.writable { VRING_DESC_F_WRITE as u16 } else { 0 };
-            self.write_desc(index, buf.addr, buf.len, flags, self.next_desc);
+            self.write_desc(index, buf.addr, buf.len, flags, next);
         }
         self.publish(head);
         head
     }
 
-    /// Kicks queue 0.
+    /// Kicks the selected queue.
     pub fn notify(&mut self) {
-        self.set_reg(regs::QUEUE_NOTIFY, 0);
+        self.set_reg(regs::QUEUE_NOTIFY, u32::from(self.queue));
     }
 
     /// The next used element `(id, len)` the device returned, if any.
     pub fn pop_used(&mut self) -> Option<(u32, u32)> {
-        let used = ring_addrs(self.size, self.base).2;
+        let Ring { size, base, used_seen, .. } = self.ring();
+        let used = ring_addrs(size, base).2;
         let mut idx = [0u8; 2];
         self.mem.read(used + 2, &mut idx).ok()?;
-        if u16::from_le_bytes(idx) == self.used_seen {
+        if u16::from_le_bytes(idx) == used_seen {
             return None;
         }
         let mut elem = [0u8; 8];
-        let slot = u64::from(self.used_seen % self.size);
+        let slot = u64::from(used_seen % size);
         self.mem.read(used + 4 + 8 * slot, &mut elem).ok()?;
-        self.used_seen = self.used_seen.wrapping_add(1);
+        self.ring_mut().used_seen = used_seen.wrapping_add(1);
         Some((u32::from_le_bytes(elem[..4].try_into().ok()?), u32::from_le_bytes(elem[4..].try_into().ok()?)))
     }
 
