@@ -90,6 +90,8 @@ pub fn print(outcomes: &[Outcome], levels: &[usize], setups: usize) {
     let ratios = [
         ("moat intercept / direct", "intercept", "direct", "≥ 0.50"),
         ("moat intercept / mitmproxy", "intercept", "mitmproxy", "≥ 100"),
+        ("moat intercept + log / direct", "intercept-log", "direct", "≥ 0.50"),
+        ("moat intercept + log / mitmproxy", "intercept-log", "mitmproxy", "≥ 100"),
         ("moat tunnel / direct", "tunnel", "direct", ""),
         ("moat tunnel / squid", "tunnel", "squid", ""),
         ("moat intercept + SQLite log / no log", "intercept-log", "intercept", ""),

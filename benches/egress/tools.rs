@@ -47,7 +47,7 @@ addons = [Bench()]
 
 /// Starts `mitmdump` intercepting everything, trusting `upstream_ca_pem`
 /// for its upstream TLS.
-pub fn mitmproxy(upstream_ca_pem: &str) -> Result<Tool, String> {
+pub fn mitmproxy(upstream_ca_pem: &str, cpu: Option<usize>) -> Result<Tool, String> {
     let program = find("mitmdump").ok_or("mitmdump not found (pip install mitmproxy)")?;
     let dir = tempfile::Builder::new().prefix("moat-bench-mitm-").tempdir().map_err(|e| e.to_string())?;
     let ca_file = dir.path().join("upstream-ca.pem");
@@ -61,7 +61,7 @@ pub fn mitmproxy(upstream_ca_pem: &str) -> Result<Tool, String> {
         .args(["--set", &format!("ssl_verify_upstream_trusted_ca={}", ca_file.display())])
         .arg("-s")
         .arg(&addon);
-    let mut tool = spawn(cmd, dir, port, "mitmdump")?;
+    let mut tool = spawn(cmd, dir, port, "mitmdump", cpu)?;
     let ca = tool._dir.path().join("mitmproxy-ca-cert.pem");
     tool.ca_pem = Some(std::fs::read_to_string(&ca).map_err(|e| format!("{}: {e}", ca.display()))?);
     Ok(tool)
@@ -70,7 +70,7 @@ pub fn mitmproxy(upstream_ca_pem: &str) -> Result<Tool, String> {
 /// Starts a private squid allowing CONNECT from localhost to
 /// `upstream_port` only, with no cache and no access log, resolving
 /// `bench.test` from its own hosts file.
-pub fn squid(upstream_port: u16) -> Result<Tool, String> {
+pub fn squid(upstream_port: u16, cpu: Option<usize>) -> Result<Tool, String> {
     let program = find("squid").ok_or("squid not found (apt-get install squid)")?;
     let dir = tempfile::Builder::new().prefix("moat-bench-squid-").tempdir().map_err(|e| e.to_string())?;
     // Squid started as root drops to its own user, which must write here.
@@ -101,10 +101,26 @@ pub fn squid(upstream_port: u16) -> Result<Tool, String> {
     write(&conf, &config)?;
     let mut cmd = Command::new(program);
     cmd.args(["-N", "-f"]).arg(&conf);
-    spawn(cmd, dir, port, "squid")
+    spawn(cmd, dir, port, "squid", cpu)
 }
 
-fn spawn(mut cmd: Command, dir: tempfile::TempDir, port: u16, name: &str) -> Result<Tool, String> {
+/// Starts `cmd` (and so every process it forks) on `cpu` only, if given.
+fn spawn(mut cmd: Command, dir: tempfile::TempDir, port: u16, name: &str, cpu: Option<usize>) -> Result<Tool, String> {
+    if let Some(cpu) = cpu {
+        // SAFETY: between fork and exec the closure only calls
+        // sched_setaffinity on a stack bit set: async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_ZERO(&mut set);
+                libc::CPU_SET(cpu, &mut set);
+                match libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+    }
     let log_path = dir.path().join(format!("{name}.out"));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let err = log.try_clone().map_err(|e| e.to_string())?;

@@ -2,8 +2,9 @@
 //! without ever blocking the proxy.
 //!
 //! [`ConnectionSink::record`] only tries to put the record on a bounded queue;
-//! a writer thread takes records off in batches and inserts each batch in one
-//! transaction, then deletes the oldest rows past the bound. When the queue is
+//! a writer thread takes records off in batches (letting a burst gather for a
+//! few milliseconds) and inserts each batch in one transaction, then deletes
+//! the oldest rows past the bound. When the queue is
 //! full (the disk is slow, another process holds the write lock) the record is
 //! dropped and counted: [`SqliteLog::dropped`] in this process, and the
 //! `dropped` table (see [`LogReader::dropped`](super::LogReader::dropped)) for
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -23,6 +25,10 @@ use super::{ConnectionRecord, ConnectionSink};
 
 /// How many records one transaction inserts at most.
 const BATCH: usize = 256;
+/// How long the writer lets records gather after the first of a quiet
+/// spell: one transaction then takes a whole burst, and the proxy's threads
+/// hand records over without waking the writer for each one.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// How a [`SqliteLog`] is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,8 +201,12 @@ impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         let mut records = Vec::with_capacity(BATCH);
         let mut flushes = Vec::new();
+        let mut busy = false;
         // `recv` fails only once the queue is empty and the log was dropped.
         while let Ok(first) = rx.recv() {
+            if !busy {
+                std::thread::sleep(LINGER);
+            }
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -207,6 +217,8 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
+            // A full batch means more are waiting: no lingering before the next.
+            busy = records.len() == BATCH;
             self.write(&mut records);
             for done in flushes.drain(..) {
                 let _ = done.send(());
