@@ -123,9 +123,13 @@ fn vmm_rules() -> Result<Rules, BackendError> {
         any(libc::SYS_ppoll),
         // Accepting control connections (non-blocking, close-on-exec).
         any(libc::SYS_accept4),
-        // Requests from clients; draining the "stopped" eventfd.
+        // Requests from clients (Rust reads a UnixStream with recvfrom).
+        any(libc::SYS_recvfrom),
+        // Draining the "stopped" eventfd.
         any(libc::SYS_read),
-        // Answers to clients; serial output to its sink.
+        // Answers to clients (Rust sends with MSG_NOSIGNAL: no SIGPIPE).
+        any(libc::SYS_sendto),
+        // Serial output to its sink.
         any(libc::SYS_write),
         // Dropping a client connection.
         any(libc::SYS_close),

@@ -21,6 +21,8 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ControlError {
     #[error("the VM has stopped")]
     Stopped,
+    #[error("the VM is shutting down")]
+    ShuttingDown,
     #[error("not every vCPU parked within {0:?}")]
     PauseTimedOut(Duration),
 }
@@ -58,7 +60,10 @@ struct Shared {
 #[derive(Debug)]
 pub(crate) struct Control {
     shared: Mutex<Shared>,
-    changed: Condvar,
+    /// Parked vCPU threads wait here for `wanted` to change.
+    wake_vcpus: Condvar,
+    /// A pausing controller waits here for vCPU threads to park or exit.
+    vcpus_settled: Condvar,
     /// Readable once the run has ended: wakes the VMM thread's poll.
     stopped: EventFd,
 }
@@ -74,7 +79,12 @@ impl Control {
             clocks: vec![CpuClock::NotStarted; vcpus],
             end: None,
         };
-        Ok(Self { shared: Mutex::new(shared), changed: Condvar::new(), stopped: EventFd::new(EFD_NONBLOCK)? })
+        Ok(Self {
+            shared: Mutex::new(shared),
+            wake_vcpus: Condvar::new(),
+            vcpus_settled: Condvar::new(),
+            stopped: EventFd::new(EFD_NONBLOCK)?,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -102,18 +112,16 @@ impl Control {
     /// Waits while the VM is paused; `false` once the vCPU must stop.
     pub(crate) fn gate(&self) -> bool {
         let mut shared = self.lock();
-        loop {
-            match shared.wanted {
-                Wanted::Run => return true,
-                Wanted::Stop => return false,
-                Wanted::Pause => {
-                    shared.parked += 1;
-                    self.changed.notify_all();
-                    shared = self.changed.wait(shared).unwrap_or_else(PoisonError::into_inner);
-                    shared.parked -= 1;
-                }
-            }
+        if shared.wanted == Wanted::Pause {
+            shared.parked += 1;
+            self.vcpus_settled.notify_all();
+            shared = self
+                .wake_vcpus
+                .wait_while(shared, |s| s.wanted == Wanted::Pause)
+                .unwrap_or_else(PoisonError::into_inner);
+            shared.parked -= 1;
         }
+        shared.wanted == Wanted::Run
     }
 
     /// vCPU `index` is leaving its run loop, with why (`None`: it was told
@@ -128,7 +136,7 @@ impl Control {
         if let Some(end) = end {
             self.finish_locked(&mut shared, end);
         }
-        self.changed.notify_all();
+        self.vcpus_settled.notify_all();
     }
 
     // --- The controller side ---
@@ -145,7 +153,8 @@ impl Control {
         }
         shared.wanted = Wanted::Stop;
         kick_all(shared);
-        self.changed.notify_all();
+        self.wake_vcpus.notify_all();
+        self.vcpus_settled.notify_all();
         // Only fails if the counter would overflow: it is already readable.
         let _ = self.stopped.write(1);
     }
@@ -156,10 +165,13 @@ impl Control {
         if shared.wanted == Wanted::Stop {
             return Err(ControlError::Stopped);
         }
+        if shared.shutting_down {
+            return Err(ControlError::ShuttingDown);
+        }
         shared.wanted = Wanted::Pause;
         kick_all(&shared);
         let (shared, wait) = self
-            .changed
+            .vcpus_settled
             .wait_timeout_while(shared, PAUSE_TIMEOUT, |s| s.wanted == Wanted::Pause && s.parked < s.alive)
             .unwrap_or_else(PoisonError::into_inner);
         if wait.timed_out() {
@@ -175,7 +187,7 @@ impl Control {
             return Err(ControlError::Stopped);
         }
         shared.wanted = Wanted::Run;
-        self.changed.notify_all();
+        self.wake_vcpus.notify_all();
         Ok(state(&shared))
     }
 
@@ -188,7 +200,7 @@ impl Control {
         }
         shared.shutting_down = true;
         shared.wanted = Wanted::Run;
-        self.changed.notify_all();
+        self.wake_vcpus.notify_all();
         Ok(state(&shared))
     }
 
@@ -295,6 +307,7 @@ mod tests {
             assert_eq!(control.resume(), Ok(VmState::Running));
             wait_all_pass(&paused);
             assert_eq!(control.begin_shutdown(), Ok(VmState::ShuttingDown));
+            assert_eq!(control.pause(), Err(ControlError::ShuttingDown));
             control.finish(Ok(RunOutcome::Stopped));
         });
         assert_eq!(control.state(), VmState::Stopped);

@@ -3,7 +3,9 @@
 //! Skipped (loudly) without /dev/kvm or gcc, unless `MOAT_REQUIRE_E2E=1`,
 //! in which case a missing prerequisite fails the run.
 
+mod api;
 mod blk;
 mod boot;
 mod linux;
+mod smp;
 mod util;
