@@ -175,4 +175,80 @@ mod tests {
             assert!(!filter(thread).unwrap().is_empty(), "{thread:?}");
         }
     }
+
+    /// How a forked child that installed `thread`'s filter and then ran
+    /// `act` ended: `Ok(exit code)` or `Err(signal)`.
+    fn in_confined_child(thread: Thread, act: fn()) -> Result<i32, i32> {
+        // Compiled before forking: the child only installs and acts, so it
+        // touches no lock another thread of this test process might hold.
+        let program = filter(thread).unwrap();
+        // SAFETY: the child calls only async-signal-safe code (the seccomp
+        // syscalls, raw syscalls in `act`, _exit) before it exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = if apply(&program).is_ok() { 0 } else { 99 };
+            if code == 0 {
+                act();
+            }
+            // SAFETY: _exit ends the child at once, running nothing of ours.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child and `status` is a valid place to write.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if libc::WIFSIGNALED(status) {
+            Err(libc::WTERMSIG(status))
+        } else {
+            Ok(libc::WEXITSTATUS(status))
+        }
+    }
+
+    fn open_a_socket() {
+        // SAFETY: a raw syscall with plain integer arguments.
+        unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+    }
+
+    fn open_a_file() {
+        // SAFETY: a raw syscall; the path is a NUL-terminated literal.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/etc/hostname".as_ptr(), libc::O_RDONLY) };
+    }
+
+    fn allowed_calls() {
+        // SAFETY: raw syscalls on an invalid fd: they fail with EBADF.
+        unsafe {
+            libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_write, -1, std::ptr::null::<u8>(), 0);
+            libc::syscall(libc::SYS_ioctl, -1, KVM_RUN, 0);
+        }
+    }
+
+    fn a_non_kvm_ioctl() {
+        // SAFETY: a raw ioctl on an invalid fd: it would fail with EBADF.
+        unsafe { libc::syscall(libc::SYS_ioctl, -1, libc::TIOCSTI, 0) };
+    }
+
+    #[test]
+    fn a_thread_making_a_forbidden_syscall_is_killed_with_its_process() {
+        for thread in Thread::ALL {
+            assert_eq!(in_confined_child(thread, open_a_socket), Err(libc::SIGSYS), "{thread:?}: socket");
+            assert_eq!(in_confined_child(thread, open_a_file), Err(libc::SIGSYS), "{thread:?}: openat");
+        }
+        assert_eq!(in_confined_child(Thread::Vcpu, a_non_kvm_ioctl), Err(libc::SIGSYS), "vCPU: other ioctls");
+    }
+
+    #[test]
+    fn allowed_syscalls_pass() {
+        assert_eq!(in_confined_child(Thread::Vcpu, allowed_calls), Ok(0));
+        assert_eq!(
+            in_confined_child(Thread::Vmm, || {
+                // SAFETY: raw syscalls with plain integer arguments.
+                unsafe {
+                    libc::syscall(libc::SYS_getpid);
+                    libc::syscall(libc::SYS_ioctl, -1, libc::FIONBIO, 0);
+                }
+            }),
+            Ok(0)
+        );
+    }
 }

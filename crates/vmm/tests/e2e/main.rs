@@ -4,6 +4,7 @@
 //! in which case a missing prerequisite fails the run.
 
 mod api;
+mod binary;
 mod blk;
 mod boot;
 mod linux;
