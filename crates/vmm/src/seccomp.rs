@@ -108,9 +108,8 @@ fn thread_basics() -> Rules {
         any(libc::SYS_rt_sigreturn),
         // Rust's stack-overflow guard removes its alternate signal stack.
         any(libc::SYS_sigaltstack),
-        // Thread exit (and exit_group should a thread end the process).
+        // Thread exit.
         any(libc::SYS_exit),
-        any(libc::SYS_exit_group),
     ]
 }
 
@@ -120,7 +119,6 @@ fn vmm_rules() -> Result<Rules, BackendError> {
     rules.extend([
         // Waiting for the control socket, the "stopped" eventfd, a deadline.
         any(libc::SYS_poll),
-        any(libc::SYS_ppoll),
         // Accepting control connections (non-blocking, close-on-exec).
         any(libc::SYS_accept4),
         // Requests from clients (Rust reads a UnixStream with recvfrom).
@@ -135,8 +133,7 @@ fn vmm_rules() -> Result<Rules, BackendError> {
         any(libc::SYS_close),
         // Re-reading /proc/self/statm (opened before confinement) for RSS.
         any(libc::SYS_pread64),
-        // Sizing guest RAM's memfd for `stats`.
-        any(libc::SYS_fstat),
+        // Sizing guest RAM's memfd for `stats` (glibc's fstat).
         any(libc::SYS_newfstatat),
     ]);
     // Making an accepted client non-blocking.
