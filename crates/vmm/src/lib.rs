@@ -30,6 +30,7 @@ pub mod builder;
 pub mod config;
 pub mod device_manager;
 pub mod devices;
+pub mod jail;
 mod kick;
 pub mod loader;
 pub mod memory;

@@ -1,7 +1,8 @@
 //! `moat-vmm`: one microVM per process, launched per sandbox by
 //! `sandbox-core` and driven through its control socket.
 //!
-//! Thin on purpose: arguments → [`VmConfig`] → build → run. Exit status:
+//! Thin on purpose: arguments → [`VmConfig`] → build → rlimits → run.
+//! Exit status:
 //! the guest's debug-exit code if it used that port; 0 when it powered off
 //! or reset (how Linux exits) or a controller stopped it; 124 when the
 //! timeout passed; 125 when the VMM itself failed (the reason on stderr).
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use moat_vmm::jail::{apply_rlimits, Rlimits};
 use moat_vmm::{build_microvm, DiskConfig, Payload, RunOptions, RunOutcome, VmConfig};
 
 const EXIT_TIMED_OUT: u8 = 124;
@@ -59,6 +61,16 @@ struct Args {
     /// Run without seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
+    /// Most fds the process may hold.
+    #[arg(long, default_value_t = 256)]
+    rlimit_nofile: u64,
+    /// Largest file the process may write, in bytes: bounds the serial log;
+    /// must exceed the largest disk image.
+    #[arg(long)]
+    rlimit_fsize: Option<u64>,
+    /// Most processes and threads of the user running the VMM.
+    #[arg(long)]
+    rlimit_nproc: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,6 +138,9 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
         Some(path) => Some(UnixListener::bind(path).map_err(|e| format!("could not bind {}: {e}", path.display()))?),
         None => None,
     };
+    // Limits go on once the VM is built: sizing guest RAM is a file write
+    // RLIMIT_FSIZE would refuse, and everything needing an fd is open.
+    apply_rlimits(&Rlimits { nofile: Some(args.rlimit_nofile), fsize: args.rlimit_fsize, nproc: args.rlimit_nproc })?;
     let options = RunOptions {
         api,
         serial_out,

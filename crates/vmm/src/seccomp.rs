@@ -180,7 +180,7 @@ mod tests {
         // touches no lock another thread of this test process might hold.
         let program = filter(thread).unwrap();
         // SAFETY: the child calls only async-signal-safe code (the seccomp
-        // syscalls, raw syscalls in `act`, _exit) before it exits.
+        // syscalls, raw syscalls in `act`, exit) before it exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
@@ -188,8 +188,10 @@ mod tests {
             if code == 0 {
                 act();
             }
-            // SAFETY: _exit ends the child at once, running nothing of ours.
-            unsafe { libc::_exit(code) };
+            // SAFETY: ends the child's only thread, so the child, at once,
+            // running nothing of ours; `exit` as a VMM thread would.
+            unsafe { libc::syscall(libc::SYS_exit, code) };
+            unreachable!("exit returned");
         }
         let mut status = 0;
         // SAFETY: `pid` is our child and `status` is a valid place to write.

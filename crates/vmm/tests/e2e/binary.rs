@@ -121,3 +121,27 @@ fn the_guests_exit_code_and_serial_output_come_through() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("moat-vmm: invalid VM config: a VM has 1..="), "{stderr}");
 }
+
+#[test]
+fn rlimits_bound_the_serial_log_and_the_fds() {
+    if !e2e_available("rlimits_bound_the_serial_log_and_the_fds", true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (spam, serial) = (dir.path().join("spam"), dir.path().join("serial"));
+    std::fs::write(&spam, build_guest("spam")).unwrap();
+    let output = moat_vmm()
+        .args(["--mem-mib", "16", "--timeout-secs", "1", "--rlimit-fsize", "1000", "--kernel"])
+        .arg(&spam)
+        .arg("--serial")
+        .arg(&serial)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(124), "timed out rather than killed by SIGXFSZ: {output:?}");
+    assert_eq!(std::fs::metadata(&serial).unwrap().len(), 1000, "the log stops at the limit");
+
+    let output = moat_vmm().args(["--rlimit-nofile", "4", "--kernel"]).arg(&spam).output().unwrap();
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Too many open files"), "{stderr}");
+}
