@@ -12,7 +12,7 @@
 //! < {"state":"paused","stats":{"uptime_ms":812,"vcpus":[{"index":0,"cpu_ns":80312114}],
 //!    "rss_bytes":5677056,"guest_ram_bytes":1175552,"serial_bytes":1710}}
 //! > hello
-//! < {"state":"paused","error":"unknown request; expected status, pause, ..."}
+//! < {"state":"paused","error":"unknown request; expected one of status, pause, resume, shutdown, stop, stats"}
 //! ```
 //!
 //! Every answer carries the VM's state after the request; a failed request
