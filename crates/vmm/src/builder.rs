@@ -2,20 +2,20 @@
 //! set-up → start. No device logic lives here.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
 use crate::arch::{self, ArchError, MpTableError};
 use crate::config::{ConfigError, VmConfig};
-use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, UnmappedAccesses, VhostUserHandle};
+use crate::device_manager::{AttachError, BusDevice, BusError, DeviceManager, VhostUserHandle};
 use crate::devices::serial::SerialStats;
 use crate::devices::virtio::block::BlockStats;
 use crate::loader::{self, LoadError, Payload};
 use crate::memory::{GuestMemory, MemoryError};
-use crate::vcpu::{self, RunError, RunOutcome};
+use crate::runtime::{self, RunOptions, RunParts, RunReport};
+use crate::vcpu::RunError;
 use crate::vm::{Vm, VmError};
-use crate::watchdog::Watchdog;
 
 /// A microVM could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum BuildError {
     Load(#[from] LoadError),
     #[error("could not write the MP table")]
     MpTable(#[from] MpTableError),
-    #[error("could not prepare the boot vCPU")]
+    #[error("could not prepare the vCPUs")]
     Boot(#[from] ArchError),
 }
 
@@ -50,7 +50,7 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
     let vm = Vm::new()?;
     vm.register_memory(&memory)?;
 
-    let boot_vcpu = vm.create_vcpu(0)?;
+    let vcpus = (0..config.vcpus).map(|index| vm.create_vcpu(index)).collect::<Result<Vec<_>, _>>()?;
 
     let mut devices = DeviceManager::with_legacy_devices(config.serial_limit)?;
     for (i, disk) in config.disks.iter().enumerate() {
@@ -66,18 +66,9 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
     let entry = loader::load(&memory, payload, &devices.virtio_cmdline())?;
     arch::write_boot_tables(&memory, &entry)?;
     arch::write_mptable(&memory, config.vcpus)?;
-    arch::configure_vcpu(vm.kvm(), &boot_vcpu, 0, &entry)?;
+    arch::configure_vcpus(vm.kvm(), &vcpus, &entry)?;
 
-    Ok(MicroVm { boot_vcpu, devices, _vm: vm, memory, timeout: config.timeout })
-}
-
-/// What one run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunReport {
-    pub outcome: RunOutcome,
-    pub elapsed: Duration,
-    pub unmapped: UnmappedAccesses,
-    pub serial: SerialStats,
+    Ok(MicroVm { vcpus, devices, _vm: vm, memory, timeout: config.timeout })
 }
 
 /// A built microVM. Start it with [`MicroVm::run`].
@@ -85,7 +76,7 @@ pub struct RunReport {
 pub struct MicroVm {
     // Field order is drop order and matters: the vCPU and VM fds close before
     // guest RAM is unmapped (see `Vm::register_memory`).
-    boot_vcpu: VcpuFd,
+    vcpus: Vec<VcpuFd>,
     devices: DeviceManager,
     _vm: Vm,
     memory: GuestMemory,
@@ -98,20 +89,24 @@ impl MicroVm {
         self.devices.attach_mmio(base, len, device)
     }
 
-    /// Runs the boot vCPU on the calling thread until the guest stops or the
-    /// configured timeout passes.
+    /// Runs the VM with [`RunOptions::default`]: seccomp on, serial output
+    /// buffered, no control socket.
     pub fn run(&mut self) -> Result<RunReport, RunError> {
-        let start = Instant::now();
-        let deadline = start + self.timeout;
-        let watchdog = Watchdog::arm(deadline).map_err(RunError::Watchdog)?;
-        let outcome = vcpu::run(&mut self.boot_vcpu, &mut self.devices, deadline);
-        drop(watchdog);
-        Ok(RunReport {
-            outcome: outcome?,
-            elapsed: start.elapsed(),
-            unmapped: self.devices.unmapped(),
-            serial: self.serial_stats(),
-        })
+        self.run_with(RunOptions::default())
+    }
+
+    /// Runs every vCPU on its own thread, and a VMM thread, until the guest
+    /// stops, the configured timeout passes, or a controller stops the VM.
+    /// Returns once every thread has exited.
+    pub fn run_with(&mut self, options: RunOptions) -> Result<RunReport, RunError> {
+        let parts =
+            RunParts { vcpus: &mut self.vcpus, devices: &self.devices, memory: &self.memory, timeout: self.timeout };
+        runtime::run(parts, options)
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
     }
 
     /// The kernel command-line entries announcing the virtio devices

@@ -18,13 +18,15 @@ pub const DEFAULT_SERIAL_LIMIT: usize = 1 << 20;
 pub struct VmConfig {
     /// Guest RAM in MiB.
     pub mem_mib: u32,
-    /// Number of vCPUs. Only 1 is supported in this increment.
+    /// Number of vCPUs, 1..=[`arch::max_cpus`]. vCPU 0 boots; the others
+    /// wait for the guest to start them (INIT, startup IPI).
     pub vcpus: u8,
     /// Most bytes of serial output kept on the host before further output is
     /// dropped (and counted). Draining the output makes room again.
     pub serial_limit: usize,
-    /// Wall-clock budget for [`crate::MicroVm::run`]; past it the vCPU is
+    /// Wall-clock budget for [`crate::MicroVm::run`]; past it the vCPUs are
     /// kicked out of the guest and the run ends with `RunOutcome::TimedOut`.
+    /// [`Duration::MAX`] (or anything too far off to represent) means none.
     pub timeout: Duration,
     /// Raw disk images, each a virtio-blk device, in virtio-mmio slot order.
     pub disks: Vec<DiskConfig>,
@@ -83,7 +85,7 @@ impl Default for VmConfig {
 pub enum ConfigError {
     #[error("guest memory must be {MIN_MEM_MIB}..={MAX_MEM_MIB} MiB, got {0} MiB")]
     MemorySize(u32),
-    #[error("only 1 vCPU is supported for now, got {0}")]
+    #[error("a VM has 1..={max} vCPUs, got {0}", max = arch::max_cpus())]
     VcpuCount(u8),
     #[error("the serial output limit must be at least 1 byte")]
     SerialLimit,
@@ -109,7 +111,7 @@ impl VmConfig {
         if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
             return Err(ConfigError::MemorySize(self.mem_mib));
         }
-        if self.vcpus != 1 {
+        if !(1..=arch::max_cpus()).contains(&self.vcpus) {
             return Err(ConfigError::VcpuCount(self.vcpus));
         }
         if self.serial_limit == 0 {
@@ -154,7 +156,8 @@ mod tests {
             c.validate().unwrap_err()
         };
         assert_eq!(bad(|c| c.mem_mib = 1), ConfigError::MemorySize(1));
-        assert_eq!(bad(|c| c.vcpus = 2), ConfigError::VcpuCount(2));
+        assert_eq!(bad(|c| c.vcpus = 0), ConfigError::VcpuCount(0));
+        assert_eq!(bad(|c| c.vcpus = u8::MAX), ConfigError::VcpuCount(u8::MAX));
         assert_eq!(bad(|c| c.serial_limit = 0), ConfigError::SerialLimit);
         assert_eq!(bad(|c| c.timeout = Duration::ZERO), ConfigError::Timeout);
         assert_eq!(

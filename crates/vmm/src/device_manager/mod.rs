@@ -12,6 +12,7 @@ mod vhost_user;
 mod virtio;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use self::bus::{Bus, BusDevice, BusError, GuestRequest};
@@ -23,7 +24,7 @@ use crate::config::DiskConfig;
 use crate::devices::virtio::block::{Block, BlockStats, DiskError, DiskImage};
 use crate::devices::virtio::vhost_user::ConnectError;
 use crate::devices::virtio::{MmioTransport, VirtioDevice};
-use crate::devices::{debug_exit::DebugExit, i8042::I8042, serial::Serial};
+use crate::devices::{debug_exit::DebugExit, i8042::I8042, power_button::PowerButton, serial::Serial};
 use crate::memory::GuestMemory;
 use crate::vm::Vm;
 
@@ -55,32 +56,47 @@ pub struct UnmappedAccesses {
     pub writes: u64,
 }
 
+/// [`UnmappedAccesses`] as counters every vCPU thread bumps.
+#[derive(Debug, Default)]
+struct UnmappedCounters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
 /// The VM's two buses and the devices on them.
+///
+/// Shared by every vCPU thread once the VM runs: dispatch takes `&self`,
+/// each device has its own lock, and the buses do not change while vCPUs run.
 #[derive(Debug)]
 pub struct DeviceManager {
     pio: Bus,
     mmio: Bus,
-    unmapped: UnmappedAccesses,
+    unmapped: UnmappedCounters,
     serial: Arc<Mutex<Serial>>,
+    power_button: Arc<Mutex<PowerButton>>,
     virtio: MmioSlots,
     blocks: Vec<Arc<Mutex<MmioTransport<Block>>>>,
     vhost_users: Vec<VhostUserHandle>,
 }
 
 impl DeviceManager {
-    /// Attaches COM1, the debug-exit port and the i8042 reset line.
+    /// Attaches COM1, the debug-exit port, the power button and the i8042
+    /// reset line.
     pub fn with_legacy_devices(serial_limit: usize) -> Result<Self, BusError> {
         let serial = Arc::new(Mutex::new(Serial::new(serial_limit)));
+        let power_button = Arc::new(Mutex::new(PowerButton::default()));
         let mut pio = Bus::default();
         pio.insert(u64::from(arch::COM1_PORT), 8, serial.clone())?;
         pio.insert(u64::from(arch::DEBUG_EXIT_PORT), 1, Arc::new(Mutex::new(DebugExit)))?;
+        pio.insert(u64::from(arch::POWER_BUTTON_PORT), 1, power_button.clone())?;
         pio.insert(u64::from(arch::I8042_PORT), 5, Arc::new(Mutex::new(I8042)))?;
         let virtio = MmioSlots::new(arch::VIRTIO_MMIO_BASE, arch::VIRTIO_MMIO_WINDOW, arch::VIRTIO_IRQS);
         Ok(Self {
             pio,
             mmio: Bus::default(),
-            unmapped: UnmappedAccesses::default(),
+            unmapped: UnmappedCounters::default(),
             serial,
+            power_button,
             virtio,
             blocks: Vec::new(),
             vhost_users: Vec::new(),
@@ -139,38 +155,46 @@ impl DeviceManager {
         &self.serial
     }
 
-    /// Accesses that hit no device so far.
-    pub fn unmapped(&self) -> UnmappedAccesses {
-        self.unmapped
+    /// The power button the VMM presses to ask for a shutdown.
+    pub fn power_button(&self) -> &Arc<Mutex<PowerButton>> {
+        &self.power_button
     }
 
-    pub(crate) fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+    /// Accesses that hit no device so far.
+    pub fn unmapped(&self) -> UnmappedAccesses {
+        UnmappedAccesses {
+            reads: self.unmapped.reads.load(Ordering::Relaxed),
+            writes: self.unmapped.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn pio_read(&self, port: u16, data: &mut [u8]) {
         if !self.pio.read(u64::from(port), data) {
             self.unmapped_read(data);
         }
     }
 
-    pub(crate) fn pio_write(&mut self, port: u16, data: &[u8]) -> Option<GuestRequest> {
+    pub(crate) fn pio_write(&self, port: u16, data: &[u8]) -> Option<GuestRequest> {
         self.pio.write(u64::from(port), data).unwrap_or_else(|| self.unmapped_write())
     }
 
-    pub(crate) fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
+    pub(crate) fn mmio_read(&self, addr: u64, data: &mut [u8]) {
         if !self.mmio.read(addr, data) {
             self.unmapped_read(data);
         }
     }
 
-    pub(crate) fn mmio_write(&mut self, addr: u64, data: &[u8]) -> Option<GuestRequest> {
+    pub(crate) fn mmio_write(&self, addr: u64, data: &[u8]) -> Option<GuestRequest> {
         self.mmio.write(addr, data).unwrap_or_else(|| self.unmapped_write())
     }
 
-    fn unmapped_read(&mut self, data: &mut [u8]) {
+    fn unmapped_read(&self, data: &mut [u8]) {
         data.fill(0xff);
-        self.unmapped.reads += 1;
+        self.unmapped.reads.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn unmapped_write(&mut self) -> Option<GuestRequest> {
-        self.unmapped.writes += 1;
+    fn unmapped_write(&self) -> Option<GuestRequest> {
+        self.unmapped.writes.fetch_add(1, Ordering::Relaxed);
         None
     }
 }
@@ -181,7 +205,7 @@ mod tests {
 
     #[test]
     fn unmapped_port_reads_all_ones_and_is_counted() {
-        let mut dm = DeviceManager::with_legacy_devices(16).unwrap();
+        let dm = DeviceManager::with_legacy_devices(16).unwrap();
         let mut data = [0u8; 2];
         dm.pio_read(0x1234, &mut data);
         assert_eq!(data, [0xff, 0xff]);
@@ -194,11 +218,17 @@ mod tests {
 
     #[test]
     fn legacy_ports_reach_their_devices() {
-        let mut dm = DeviceManager::with_legacy_devices(16).unwrap();
+        let dm = DeviceManager::with_legacy_devices(16).unwrap();
         assert_eq!(dm.pio_write(arch::COM1_PORT, b"h"), None);
         assert_eq!(dm.pio_write(arch::DEBUG_EXIT_PORT, &[7]), Some(GuestRequest::Exit(7)));
         assert_eq!(dm.pio_write(arch::I8042_PORT + 4, &[0xfe]), Some(GuestRequest::Reset));
         assert_eq!(dm.serial().lock().unwrap().output(), b"h");
+        let mut button = [0xaa];
+        dm.pio_read(arch::POWER_BUTTON_PORT, &mut button);
+        assert_eq!(button, [0], "not pressed");
+        dm.power_button().lock().unwrap().press();
+        dm.pio_read(arch::POWER_BUTTON_PORT, &mut button);
+        assert_eq!(button, [1], "pressed");
         assert_eq!(dm.unmapped(), UnmappedAccesses::default());
     }
 }

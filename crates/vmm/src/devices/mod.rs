@@ -3,5 +3,6 @@
 
 pub mod debug_exit;
 pub mod i8042;
+pub mod power_button;
 pub mod serial;
 pub mod virtio;

@@ -51,6 +51,8 @@ pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 pub const COM1_PORT: u16 = 0x3f8;
 /// A write of one byte `v` here ends the run with exit code `v`.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// The power button: reads 1 once the VMM asks the guest to shut down.
+pub const POWER_BUTTON_PORT: u16 = 0xf5;
 /// First i8042 port; command/status is at +4 (0x64).
 pub const I8042_PORT: u16 = 0x60;
 

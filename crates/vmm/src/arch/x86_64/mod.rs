@@ -25,4 +25,4 @@ pub use self::msr::boot_msrs;
 pub use self::paging::{IdentityPageTables, PAGE_TABLE_BYTES};
 pub use self::regs::{boot_fpu, boot_regs, boot_sregs, BootEntry};
 pub(crate) use self::setup::kvm_err;
-pub use self::setup::{configure_vcpu, setup_vm, write_boot_tables, ArchError};
+pub use self::setup::{configure_vcpus, setup_vm, write_boot_tables, ArchError};

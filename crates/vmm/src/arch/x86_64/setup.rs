@@ -1,6 +1,6 @@
 //! VM- and vCPU-level set-up through KVM: what must exist before vCPUs
-//! (TSS, irqchip, PIT), the boot tables in guest RAM, and the boot vCPU's
-//! CPUID, MSRs, registers and local APIC.
+//! (TSS, irqchip, PIT), the boot tables in guest RAM, and each vCPU's
+//! CPUID, MSRs and local APIC (plus the boot vCPU's registers).
 
 use std::io;
 
@@ -66,14 +66,31 @@ pub fn write_boot_tables(mem: &GuestMemory, entry: &BootEntry) -> Result<(), Arc
     Ok(())
 }
 
-/// Prepares vCPU `index` to start at `entry`: filtered CPUID, boot MSRs,
-/// registers for the entry mode, LINT0/LINT1 wired as the MP table says.
-pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, index: u8, entry: &BootEntry) -> Result<(), ArchError> {
-    let mut cpuid =
+/// Prepares every vCPU of the VM. Each gets filtered CPUID (its own APIC ID),
+/// the boot MSRs and LINT0/LINT1 wired as the MP table says; vCPU 0, the
+/// bootstrap processor, also gets the registers to start at `entry`.
+///
+/// The others stay as KVM created them: with the in-kernel irqchip every
+/// vCPU but the BSP starts in wait-for-SIPI, so an application processor
+/// runs only once the guest sends it INIT and a startup IPI, as on hardware.
+pub fn configure_vcpus(kvm: &Kvm, vcpus: &[VcpuFd], entry: &BootEntry) -> Result<(), ArchError> {
+    let supported =
         kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| ArchError::SupportedCpuid(kvm_err(e)))?;
-    filter_cpuid(cpuid.as_mut_slice(), index);
-    vcpu.set_cpuid2(&cpuid).map_err(|e| ArchError::SetCpuid(kvm_err(e)))?;
+    for (index, vcpu) in (0u8..).zip(vcpus) {
+        let mut cpuid = supported.clone();
+        filter_cpuid(cpuid.as_mut_slice(), index);
+        vcpu.set_cpuid2(&cpuid).map_err(|e| ArchError::SetCpuid(kvm_err(e)))?;
+        set_boot_msrs(vcpu)?;
+        if index == 0 {
+            set_boot_registers(vcpu, entry)?;
+        }
+        let lapic = vcpu.get_lapic().map_err(|e| ArchError::Lapic(kvm_err(e)))?;
+        vcpu.set_lapic(&wire_lint_pins(lapic)).map_err(|e| ArchError::Lapic(kvm_err(e)))?;
+    }
+    Ok(())
+}
 
+fn set_boot_msrs(vcpu: &VcpuFd) -> Result<(), ArchError> {
     let wanted = boot_msrs();
     let msrs = Msrs::from_entries(&wanted).map_err(|_| ArchError::Msrs(io::ErrorKind::InvalidInput.into()))?;
     let set = vcpu.set_msrs(&msrs).map_err(|e| ArchError::Msrs(kvm_err(e)))?;
@@ -81,12 +98,12 @@ pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, index: u8, entry: &BootEntry) ->
         // KVM stops at the first MSR it refuses and reports how many it set.
         return Err(ArchError::MsrRefused(refused.index));
     }
+    Ok(())
+}
 
+fn set_boot_registers(vcpu: &VcpuFd, entry: &BootEntry) -> Result<(), ArchError> {
     let sregs = vcpu.get_sregs().map_err(|e| ArchError::Registers(kvm_err(e)))?;
     vcpu.set_sregs(&boot_sregs(sregs, entry)).map_err(|e| ArchError::Registers(kvm_err(e)))?;
     vcpu.set_regs(&boot_regs(entry)).map_err(|e| ArchError::Registers(kvm_err(e)))?;
-    vcpu.set_fpu(&boot_fpu()).map_err(|e| ArchError::Registers(kvm_err(e)))?;
-
-    let lapic = vcpu.get_lapic().map_err(|e| ArchError::Lapic(kvm_err(e)))?;
-    vcpu.set_lapic(&wire_lint_pins(lapic)).map_err(|e| ArchError::Lapic(kvm_err(e)))
+    vcpu.set_fpu(&boot_fpu()).map_err(|e| ArchError::Registers(kvm_err(e)))
 }

@@ -26,6 +26,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::device::{Backend, VhostUser};
 use crate::devices::virtio::{MmioTransport, VirtioDevice};
+use crate::seccomp::{self, Thread};
 
 impl<B: Backend> VirtioDevice for VhostUser<B> {
     fn device_type(&self) -> u32 {
@@ -86,7 +87,13 @@ impl BackendWatch {
         let socket = socket.try_clone_to_owned()?;
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let stop_thread = stop.try_clone()?;
+        // Compiled here, so a filter that can't be built fails the attach.
+        let filter = seccomp::filter(Thread::DeviceWatch).map_err(io::Error::other)?;
         thread::Builder::new().name("vhost-user-watch".into()).spawn(move || {
+            if let Err(e) = seccomp::apply(&filter) {
+                // Unconfined, a watch is still only a watch; say so and go on.
+                eprintln!("moat-vmm: vhost-user watch runs without its seccomp filter: {e}");
+            }
             if wait_for_hang_up(&socket, &stop_thread) {
                 if let Some(transport) = transport.upgrade() {
                     let mut transport = transport.lock().unwrap_or_else(PoisonError::into_inner);
