@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, ArchError, MpTableError};
 use crate::config::{ConfigError, VmConfig};
@@ -28,6 +29,8 @@ pub enum BuildError {
     Vm(#[from] VmError),
     #[error("could not attach devices")]
     Devices(#[from] BusError),
+    #[error("could not wire the serial port's interrupt")]
+    SerialIrq(#[source] std::io::Error),
     #[error("could not attach disk {0}")]
     Disk(usize, #[source] AttachError),
     #[error("could not attach shared directory {0}")]
@@ -52,7 +55,9 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
 
     let vcpus = (0..config.vcpus).map(|index| vm.create_vcpu(index)).collect::<Result<Vec<_>, _>>()?;
 
-    let mut devices = DeviceManager::with_legacy_devices(config.serial_limit)?;
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(BuildError::SerialIrq)?;
+    vm.register_irqfd(&serial_irq, arch::COM1_IRQ).map_err(BuildError::SerialIrq)?;
+    let mut devices = DeviceManager::with_legacy_devices(config.serial_limit, Some(serial_irq))?;
     for (i, disk) in config.disks.iter().enumerate() {
         devices.attach_block(&vm, &memory, disk).map_err(|e| BuildError::Disk(i, e))?;
     }

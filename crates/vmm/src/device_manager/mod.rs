@@ -19,6 +19,8 @@ pub use self::bus::{Bus, BusDevice, BusError, GuestRequest};
 pub use self::vhost_user::VhostUserHandle;
 pub use self::virtio::{MmioSlot, MmioSlots, SlotsExhausted};
 
+use vmm_sys_util::eventfd::EventFd;
+
 use crate::arch;
 use crate::config::DiskConfig;
 use crate::devices::virtio::block::{Block, BlockStats, DiskError, DiskImage};
@@ -80,10 +82,10 @@ pub struct DeviceManager {
 }
 
 impl DeviceManager {
-    /// Attaches COM1, the debug-exit port, the power button and the i8042
-    /// reset line.
-    pub fn with_legacy_devices(serial_limit: usize) -> Result<Self, BusError> {
-        let serial = Arc::new(Mutex::new(Serial::new(serial_limit)));
+    /// Attaches COM1 (its interrupt on `serial_irq`, an irqfd for IRQ 4),
+    /// the debug-exit port, the power button and the i8042 reset line.
+    pub fn with_legacy_devices(serial_limit: usize, serial_irq: Option<EventFd>) -> Result<Self, BusError> {
+        let serial = Arc::new(Mutex::new(Serial::new(serial_limit, serial_irq)));
         let power_button = Arc::new(Mutex::new(PowerButton::default()));
         let mut pio = Bus::default();
         pio.insert(u64::from(arch::COM1_PORT), 8, serial.clone())?;
@@ -205,7 +207,7 @@ mod tests {
 
     #[test]
     fn unmapped_port_reads_all_ones_and_is_counted() {
-        let dm = DeviceManager::with_legacy_devices(16).unwrap();
+        let dm = DeviceManager::with_legacy_devices(16, None).unwrap();
         let mut data = [0u8; 2];
         dm.pio_read(0x1234, &mut data);
         assert_eq!(data, [0xff, 0xff]);
@@ -218,7 +220,7 @@ mod tests {
 
     #[test]
     fn legacy_ports_reach_their_devices() {
-        let dm = DeviceManager::with_legacy_devices(16).unwrap();
+        let dm = DeviceManager::with_legacy_devices(16, None).unwrap();
         assert_eq!(dm.pio_write(arch::COM1_PORT, b"h"), None);
         assert_eq!(dm.pio_write(arch::DEBUG_EXIT_PORT, &[7]), Some(GuestRequest::Exit(7)));
         assert_eq!(dm.pio_write(arch::I8042_PORT + 4, &[0xfe]), Some(GuestRequest::Reset));

@@ -153,3 +153,19 @@ fn a_guest_that_never_exits_is_kicked_at_the_deadline() {
     assert_eq!(report.outcome, RunOutcome::TimedOut);
     assert!(report.elapsed < Duration::from_secs(3), "{:?}", report.elapsed);
 }
+
+#[test]
+fn the_serial_port_interrupt_reaches_the_guest_through_the_irqchip() {
+    if !e2e_available("the_serial_port_interrupt_reaches_the_guest_through_the_irqchip", true) {
+        return;
+    }
+    let elf = build_guest("serial_irq");
+    let mut vm = build_microvm(&config(), Payload::Elf(&elf)).unwrap();
+    let report = vm.run().unwrap();
+    let out = String::from_utf8_lossy(&vm.take_serial_output()).into_owned();
+    assert_eq!(
+        out, "serial irq\nok quiet while IER is 0\nok THR empty raised IRQ 4\nok IIR names THR empty\n",
+        "{report:?}"
+    );
+    assert_eq!(report.outcome, RunOutcome::Exited(0));
+}

@@ -49,6 +49,8 @@ pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 
 /// COM1, the 8250 serial console.
 pub const COM1_PORT: u16 = 0x3f8;
+/// COM1's interrupt line (ISA IRQ 4, the same GSI on the IOAPIC).
+pub const COM1_IRQ: u32 = 4;
 /// A write of one byte `v` here ends the run with exit code `v`.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// The power button: reads 1 once the VMM asks the guest to shut down.

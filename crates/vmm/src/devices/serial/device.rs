@@ -1,29 +1,19 @@
-//! 16550A register model. Output is instantaneous (THR is always empty) and
-//! lands in a bounded buffer: once `limit` bytes are waiting, further bytes
-//! are dropped and counted, so a guest printing forever cannot grow host
-//! memory. Draining with [`Serial::take_output`] makes room again.
+//! COM1: rust-vmm's 16550A model (`vm-superio`) with our two host-side
+//! pieces — a bounded output buffer and an interrupt line.
 //!
-//! Not modelled yet: input (RBR never has data), interrupts, loopback.
+//! Output is instantaneous (THR is always empty) and lands in a bounded
+//! buffer: once `limit` bytes are waiting, further bytes are dropped and
+//! counted, so a guest printing forever cannot grow host memory. Draining
+//! with [`Serial::take_output`] makes room again. Input goes through the
+//! model's 64-byte FIFO ([`Serial::enqueue_input`]); the model raises the
+//! THR-empty and received-data interrupts the guest enabled on the line,
+//! which the device manager routes to IRQ 4 through a KVM irqfd.
 
-const DATA: u64 = 0; // THR (write) / RBR (read); DLL when DLAB=1
-const IER: u64 = 1; // DLM when DLAB=1
-const IIR_FCR: u64 = 2;
-const LCR: u64 = 3;
-const MCR: u64 = 4;
-const LSR: u64 = 5;
-const MSR: u64 = 6;
-const SCR: u64 = 7;
+use std::io::{self, Write};
 
-const LCR_DLAB: u8 = 0x80;
-/// THR empty and transmitter idle: the guest may always send.
-const LSR_IDLE: u8 = 0x60;
-/// No interrupt pending.
-const IIR_NONE: u8 = 0x01;
-/// FIFOs enabled, reported in IIR[7:6].
-const IIR_FIFO: u8 = 0xc0;
-/// DCD, DSR and CTS asserted: a terminal is connected and ready.
-const MSR_READY: u8 = 0xb0;
-const IER_MASK: u8 = 0x0f;
+use vm_superio::serial::NoEvents;
+use vm_superio::Trigger;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Output accounting.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,93 +24,104 @@ pub struct SerialStats {
     pub dropped: u64,
 }
 
-/// The UART state.
-#[derive(Debug)]
+/// The UART.
 pub struct Serial {
-    ier: u8,
-    lcr: u8,
-    mcr: u8,
-    scr: u8,
-    fifo_enabled: bool,
-    divisor: u16,
-    out: Vec<u8>,
-    limit: usize,
-    stats: SerialStats,
+    uart: vm_superio::Serial<IrqLine, NoEvents, BoundedOutput>,
+}
+
+impl std::fmt::Debug for Serial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serial").field("stats", &self.stats()).finish_non_exhaustive()
+    }
 }
 
 impl Serial {
-    /// A UART keeping at most `limit` bytes of undrained output.
-    pub fn new(limit: usize) -> Self {
-        Self {
-            ier: 0,
-            lcr: 0x03, // 8N1
-            mcr: 0x08, // OUT2
-            scr: 0,
-            fifo_enabled: false,
-            divisor: 12, // 9600 baud
-            out: Vec::new(),
-            limit,
-            stats: SerialStats::default(),
-        }
+    /// A UART keeping at most `limit` bytes of undrained output, raising its
+    /// interrupt on `irq` (an irqfd), or nowhere when `None`.
+    pub fn new(limit: usize, irq: Option<EventFd>) -> Self {
+        let out = BoundedOutput { out: Vec::new(), limit, stats: SerialStats::default() };
+        Self { uart: vm_superio::Serial::new(IrqLine(irq), out) }
     }
 
     /// Reads register `offset` (0..8).
     pub fn read_register(&mut self, offset: u64) -> u8 {
-        let dlab = self.lcr & LCR_DLAB != 0;
-        match offset {
-            DATA if dlab => self.divisor as u8,
-            IER if dlab => (self.divisor >> 8) as u8,
-            DATA => 0,
-            IER => self.ier,
-            IIR_FCR if self.fifo_enabled => IIR_NONE | IIR_FIFO,
-            IIR_FCR => IIR_NONE,
-            LCR => self.lcr,
-            MCR => self.mcr,
-            LSR => LSR_IDLE,
-            MSR => MSR_READY,
-            SCR => self.scr,
+        match u8::try_from(offset) {
+            Ok(offset) if offset < 8 => self.uart.read(offset),
             _ => 0xff,
         }
     }
 
-    /// Writes `value` to register `offset` (0..8).
+    /// Writes `value` to register `offset` (0..8). A failed interrupt
+    /// (the irqfd's counter is full) is not the guest's problem: the byte
+    /// was still taken, and the line is raised again on the next event.
     pub fn write_register(&mut self, offset: u64, value: u8) {
-        let dlab = self.lcr & LCR_DLAB != 0;
-        match offset {
-            DATA if dlab => self.divisor = (self.divisor & 0xff00) | u16::from(value),
-            IER if dlab => self.divisor = (self.divisor & 0x00ff) | (u16::from(value) << 8),
-            DATA => self.transmit(value),
-            IER => self.ier = value & IER_MASK,
-            IIR_FCR => self.fifo_enabled = value & 1 != 0,
-            LCR => self.lcr = value,
-            MCR => self.mcr = value & 0x1f,
-            SCR => self.scr = value,
-            _ => {} // LSR and MSR are read-only.
+        if let Ok(offset) = u8::try_from(offset) {
+            if offset < 8 {
+                let _ = self.uart.write(offset, value);
+            }
+        }
+    }
+
+    /// Queues host input for the guest; returns how many bytes fit in the
+    /// FIFO (the rest is the caller's to retry once the guest has read).
+    pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
+        match self.uart.enqueue_raw_bytes(input) {
+            Ok(n) => n,
+            // A full FIFO takes nothing; a failed interrupt still took the bytes.
+            Err(vm_superio::serial::Error::FullFifo) => 0,
+            Err(_) => input.len().min(self.uart.fifo_capacity()),
         }
     }
 
     /// Output not yet drained.
     pub fn output(&self) -> &[u8] {
-        &self.out
+        &self.uart.writer().out
     }
 
     /// Drains the buffered output, making room for more.
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+        std::mem::take(&mut self.uart.writer_mut().out)
     }
 
     /// Bytes written and dropped so far.
     pub fn stats(&self) -> SerialStats {
-        self.stats
+        self.uart.writer().stats
+    }
+}
+
+/// The UART's interrupt: an eventfd KVM turns into an edge on IRQ 4.
+struct IrqLine(Option<EventFd>);
+
+impl Trigger for IrqLine {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        match &self.0 {
+            Some(line) => line.write(1),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where transmitted bytes go: kept up to `limit`, then counted and dropped.
+struct BoundedOutput {
+    out: Vec<u8>,
+    limit: usize,
+    stats: SerialStats,
+}
+
+impl Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.limit.saturating_sub(self.out.len());
+        let kept = buf.len().min(room);
+        self.out.extend_from_slice(&buf[..kept]);
+        self.stats.written += buf.len() as u64;
+        self.stats.dropped += (buf.len() - kept) as u64;
+        Ok(buf.len())
     }
 
-    fn transmit(&mut self, byte: u8) {
-        self.stats.written += 1;
-        if self.out.len() < self.limit {
-            self.out.push(byte);
-        } else {
-            self.stats.dropped += 1;
-        }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -128,21 +129,29 @@ impl Serial {
 mod tests {
     use super::*;
 
+    const DATA: u64 = 0;
+    const IER: u64 = 1;
+    const IIR: u64 = 2;
+    const LCR: u64 = 3;
+    const LSR: u64 = 5;
+    const MSR: u64 = 6;
+    const SCR: u64 = 7;
+
     #[test]
     fn thr_writes_reach_the_buffer_and_lsr_says_ready() {
-        let mut s = Serial::new(64);
+        let mut s = Serial::new(64, None);
         assert_eq!(s.read_register(LSR) & 0x20, 0x20, "THRE");
         assert_eq!(s.read_register(LSR) & 0x01, 0, "no input");
         for b in b"hi\n" {
             s.write_register(DATA, *b);
         }
         assert_eq!(s.output(), b"hi\n");
-        assert_eq!(s.read_register(LSR), LSR_IDLE);
+        assert_eq!(s.read_register(LSR), 0x60);
     }
 
     #[test]
     fn output_is_bounded_and_drops_are_counted() {
-        let mut s = Serial::new(4);
+        let mut s = Serial::new(4, None);
         for b in 0..10u8 {
             s.write_register(DATA, b);
         }
@@ -155,7 +164,7 @@ mod tests {
 
     #[test]
     fn dlab_switches_data_and_ier_to_the_divisor() {
-        let mut s = Serial::new(4);
+        let mut s = Serial::new(4, None);
         s.write_register(LCR, 0x83);
         s.write_register(DATA, 0x01);
         s.write_register(IER, 0x00);
@@ -163,12 +172,35 @@ mod tests {
         s.write_register(LCR, 0x03);
         assert_eq!(s.output(), b"", "divisor writes are not output");
         s.write_register(IER, 0xff);
-        assert_eq!(s.read_register(IER), 0x0f);
-        assert_eq!(s.read_register(IIR_FCR), IIR_NONE);
-        s.write_register(IIR_FCR, 0x07);
-        assert_eq!(s.read_register(IIR_FCR), 0xc1);
+        assert_eq!(s.read_register(IER), 0x0f, "only the 16550A's interrupt bits");
         s.write_register(SCR, 0x5a);
         assert_eq!(s.read_register(SCR), 0x5a);
-        assert_eq!(s.read_register(MSR), MSR_READY);
+        assert_eq!(s.read_register(MSR), 0xb0, "DCD, DSR, CTS: a terminal is there");
+        assert_eq!(s.read_register(8), 0xff, "past the eight registers");
+    }
+
+    #[test]
+    fn enabled_interrupts_reach_the_line_and_input_is_bounded_by_the_fifo() {
+        let line = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let mut s = Serial::new(64, Some(line.try_clone().unwrap()));
+        s.write_register(DATA, b'x');
+        assert!(line.read().is_err(), "no interrupt while IER is 0");
+
+        s.write_register(IER, 0x02); // THR empty
+        assert_eq!(line.read().unwrap(), 1, "enabling THRE with an empty THR asserts it");
+        assert_eq!(s.read_register(IIR) & 0x0f, 0x02, "IIR names THR empty");
+        s.write_register(DATA, b'y');
+        assert_eq!(line.read().unwrap(), 1, "each transmitted byte leaves THR empty again");
+
+        s.write_register(IER, 0x01); // received data
+        let _ = line.read();
+        let input = [b'k'; 100];
+        assert_eq!(s.enqueue_input(&input), 64, "the FIFO holds 64 bytes");
+        assert_eq!(line.read().unwrap(), 1, "received data raises the line");
+        assert_eq!(s.enqueue_input(b"more"), 0, "a full FIFO takes nothing");
+        assert_eq!(s.read_register(LSR) & 0x01, 0x01, "data ready");
+        let read: Vec<u8> = (0..64).map(|_| s.read_register(DATA)).collect();
+        assert_eq!(read, vec![b'k'; 64]);
+        assert_eq!(s.read_register(LSR) & 0x01, 0, "drained");
     }
 }

@@ -1,5 +1,5 @@
-//! Wires the UART to the port-I/O bus. There are no host fds yet (output is
-//! polled from the buffer); stdin and interrupt wiring will land here.
+//! Wires the UART to the port-I/O bus. Output is polled from the buffer by
+//! the VMM thread; the interrupt line is an irqfd the device manager made.
 
 use super::device::Serial;
 use crate::device_manager::{BusDevice, GuestRequest};
