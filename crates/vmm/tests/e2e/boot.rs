@@ -169,3 +169,26 @@ fn the_serial_port_interrupt_reaches_the_guest_through_the_irqchip() {
     );
     assert_eq!(report.outcome, RunOutcome::Exited(0));
 }
+
+#[test]
+fn a_4_gib_guest_costs_only_the_memory_it_touches() {
+    if !e2e_available("a_4_gib_guest_costs_only_the_memory_it_touches", true) {
+        return;
+    }
+    let elf = build_guest("hello");
+    let config = VmConfig { mem_mib: 4096, ..config() };
+    let mut vm = build_microvm(&config, Payload::Elf(&elf)).unwrap();
+    let report = vm.run().unwrap();
+    assert_eq!(report.outcome, RunOutcome::Exited(0));
+    assert_eq!(vm.memory().size(), 4096 << 20);
+    // Pages backing the memfd: only what the loader, the boot tables and
+    // the guest wrote (tens of KiB, a few MiB at most), not 4 GiB.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&vm.memory().memfd());
+    // SAFETY: `stat` is a plain struct fstat fills; `fd` is open for the call.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fstat(fd, &mut stat) }, 0);
+    let allocated = stat.st_blocks as u64 * 512;
+    eprintln!("4 GiB guest: {allocated} bytes of guest RAM allocated after the run");
+    assert!(allocated < 8 << 20, "{allocated} bytes allocated");
+}
