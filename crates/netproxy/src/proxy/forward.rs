@@ -243,6 +243,9 @@ async fn exchange(
             if !done.reuse_upstream {
                 *upstream = None;
             }
+            if done.websocket {
+                tracker.note("WebSocket");
+            }
             tracker.finish(LogVerdict::Allowed);
             !done.close_client
         }
@@ -312,6 +315,8 @@ async fn upstream_for<'a>(
 struct Done {
     close_client: bool,
     reuse_upstream: bool,
+    /// The exchange became a WebSocket, relayed until both sides closed.
+    websocket: bool,
 }
 
 /// Why an exchange failed.
@@ -344,7 +349,13 @@ async fn relay(
 ) -> Result<Done, Failure> {
     let limits = &inner.limits;
     let method = &req.head.method;
-    let entries = headers.into_entries();
+    let mut entries = headers.into_entries();
+    let websocket = wants_websocket(req);
+    if websocket {
+        // Hop-by-hop, so stripped above; asked for again, for this hop.
+        entries.push(("Connection".to_string(), b"Upgrade".to_vec()));
+        entries.push(("Upgrade".to_string(), b"websocket".to_vec()));
+    }
     let out = head::write_request(method, &target.path, &target.host_header, &entries, req.framing);
     if req.expect_continue && req.framing != Framing::Empty {
         // The head goes now: the upstream may answer before the body comes.
@@ -371,9 +382,13 @@ async fn relay(
             Err(HeadError::Io(e)) => return Err(Failure::Upstream(format!("reading the response failed: {e}"))),
         };
         match head.status {
+            101 if websocket && head.tokens("upgrade") == ["websocket"] => {
+                return splice_websocket(client, &head, up).await;
+            }
             101 => {
                 return Err(Failure::Upstream(
-                    "the upstream switched protocols, which the proxy does not relay".to_string(),
+                    "the upstream switched to a protocol the proxy does not relay (only WebSocket, when asked)"
+                        .to_string(),
                 ))
             }
             100..=199 => continue,
@@ -398,5 +413,30 @@ async fn relay(
         .await
         .map_err(|e| Failure::Midway(format!("relaying the response body failed: {e}")))?;
     let upstream_close = response.http10 || response.tokens("connection").iter().any(|t| t == "close");
-    Ok(Done { close_client, reuse_upstream: framing != Framing::UntilClose && !upstream_close })
+    Ok(Done { close_client, reuse_upstream: framing != Framing::UntilClose && !upstream_close, websocket: false })
+}
+
+/// A WebSocket opening handshake the proxy relays: `GET` without a body,
+/// `Connection: upgrade` and `Upgrade: websocket` and nothing else (no h2c).
+fn wants_websocket(req: &head::Request) -> bool {
+    req.head.method == "GET"
+        && req.framing == Framing::Empty
+        && req.head.tokens("connection").iter().any(|t| t == "upgrade")
+        && req.head.tokens("upgrade") == ["websocket"]
+}
+
+/// Hands the guest the upstream's `101 Switching Protocols` and then relays
+/// bytes both ways, untouched, until both sides are done. The connection
+/// was decided (and its credentials injected) on the handshake request; the
+/// frames after it are the peers' own.
+async fn splice_websocket(client: &mut Conn, response: &head::Head, up: &mut Upstream) -> Result<Done, Failure> {
+    let mut headers = head::end_to_end(response, false);
+    headers.push(("Connection".to_string(), b"Upgrade".to_vec()));
+    headers.push(("Upgrade".to_string(), b"websocket".to_vec()));
+    let out = head::write_response(response, &headers, Framing::Empty, false);
+    client.write_all(&out).await.map_err(|e| Failure::Midway(format!("writing the response failed: {e}")))?;
+    tokio::io::copy_bidirectional(client, &mut up.conn)
+        .await
+        .map_err(|e| Failure::Midway(format!("the WebSocket ended with an error: {e}")))?;
+    Ok(Done { close_client: true, reuse_upstream: false, websocket: true })
 }

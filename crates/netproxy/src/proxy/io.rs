@@ -134,6 +134,45 @@ impl Conn {
     }
 }
 
+/// A [`Conn`] is itself a stream once parsing is over (an upgraded
+/// connection spliced to its peer): reads return the read-ahead first, and
+/// every byte is counted. Queued bytes must have been written before.
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.buffered().is_empty() {
+            let n = this.buffered().len().min(buf.remaining());
+            buf.put_slice(&this.buffered()[..n]);
+            this.consume(n);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.read += (buf.filled().len() - before) as u64;
+        poll
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        debug_assert!(this.pending.is_empty(), "queued bytes would be overtaken");
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.written += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 /// A stream whose first reads return `prefix` (bytes already read from it).
 pub(crate) struct Prefixed {
     prefix: Vec<u8>,

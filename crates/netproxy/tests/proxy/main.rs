@@ -8,3 +8,4 @@ mod records;
 mod transparent;
 mod tunnel;
 mod util;
+mod websocket;

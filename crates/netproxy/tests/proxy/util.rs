@@ -181,6 +181,48 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A WebSocket-style server: reads one request head (recorded in
+    /// `raw`), answers `101 Switching Protocols` with the protocol the head's
+    /// `Upgrade` names — or `h2c` when it names none, like a server that
+    /// switches unasked — and then echoes every byte.
+    async fn websocket(ip: [u8; 4]) -> Upstream {
+        let (listener, up) = Upstream::bind(ip).await;
+        let server = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                server.connections.fetch_add(1, Ordering::SeqCst);
+                let raw = Arc::clone(&server.raw);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tcp.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    raw.lock().expect("lock").extend_from_slice(&head);
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let protocol = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_string()))
+                        .unwrap_or_else(|| "h2c".to_string());
+                    let answer = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n"
+                    );
+                    if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut r, mut w) = tcp.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        up
+    }
+}
+
 /// What the raw server answers to an HTTP request.
 pub const FIXED_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
@@ -240,6 +282,8 @@ pub struct Fixture {
     pub evil_tls: Upstream,
     pub evil_http: Upstream,
     pub raw: Upstream,
+    /// Answers `101` and echoes, on the API's address.
+    pub ws: Upstream,
 }
 
 impl Fixture {
@@ -255,6 +299,7 @@ impl Fixture {
         let evil_tls = Upstream::http(EVIL_IP, Some(tls)).await;
         let evil_http = Upstream::http(EVIL_IP, None).await;
         let raw = Upstream::raw_server(RAW_IP).await;
+        let ws = Upstream::websocket(API_IP).await;
         let resolver = StaticResolver::new()
             .with(API, [IpAddr::from(API_IP)])
             .with("a.example.test", [IpAddr::from(API_IP)])
@@ -271,7 +316,7 @@ impl Fixture {
         config.extra_roots_pem = vec![ca.pem.clone()];
         config.limits.first_byte_timeout = Duration::from_millis(300);
         let proxy = Proxy::new(config).expect("proxy");
-        Fixture { proxy, policy, sink, upstream_ca: ca.pem, api_tls, api_http, evil_tls, evil_http, raw }
+        Fixture { proxy, policy, sink, upstream_ca: ca.pem, api_tls, api_http, evil_tls, evil_http, raw, ws }
     }
 
     /// Replaces the rules (one per line) on top of `preset`.
