@@ -62,18 +62,19 @@ pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
     if let Some(p) = std::env::var_os(tool.env_override()).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let missing = BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() };
-    if tool == Tool::Vmm {
+    let found = if tool == Tool::Vmm {
         let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
         let cargo_bin = crate::paths::home_dir().join(".cargo/bin");
-        let own = exe_dir.into_iter().chain([cargo_bin]);
-        return own
-            .map(|d| d.join(tool.binary()))
-            .find(|p| is_executable(p))
-            .or_else(|| search_path(tool.binary()))
-            .ok_or(missing);
-    }
-    search_path(tool.binary()).ok_or(missing)
+        first_executable(tool.binary(), exe_dir.into_iter().chain([cargo_bin])).or_else(|| search_path(tool.binary()))
+    } else {
+        search_path(tool.binary())
+    };
+    found.ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
+}
+
+/// `dir/program` for the first of `dirs` where it is an executable file.
+fn first_executable(program: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    dirs.into_iter().map(|d| d.join(program)).find(|p| is_executable(p))
 }
 
 /// Finds an executable `program` on `$PATH`, then in `~/.cargo/bin` (where `cargo
@@ -84,10 +85,39 @@ pub fn search_path(program: &str) -> Option<PathBuf> {
     let extra = [crate::paths::home_dir().join(".cargo/bin")]
         .into_iter()
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    std::env::split_paths(&path).chain(extra).map(|d| d.join(program)).find(|p| is_executable(p))
+    first_executable(program, std::env::split_paths(&path).chain(extra))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_first_folder_with_an_executable_wins() {
+        let [beside, cargo_bin] = [(); 2].map(|()| tempfile::tempdir().unwrap());
+        let dirs = || [beside.path().to_path_buf(), cargo_bin.path().to_path_buf()];
+        assert_eq!(first_executable("moat-vmm", dirs()), None);
+        std::fs::write(beside.path().join("moat-vmm"), "").unwrap();
+        assert_eq!(first_executable("moat-vmm", dirs()), None, "a file that is not executable is skipped");
+        let installed = cargo_bin.path().join("moat-vmm");
+        std::fs::write(&installed, "").unwrap();
+        std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(first_executable("moat-vmm", dirs()), Some(installed));
+        let built = beside.path().join("moat-vmm");
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(first_executable("moat-vmm", dirs()), Some(built), "the same build as moat comes first");
+    }
+
+    #[test]
+    fn a_missing_monitor_says_how_to_install_it() {
+        let err = BackendError::MissingTool { tool: Tool::Vmm.binary(), hint: Tool::Vmm.hint() }.to_string();
+        assert!(err.starts_with("moat-vmm not found"), "{err}");
+        assert!(err.contains("`cargo xtask install`") && err.contains("MOAT_VMM_BIN"), "{err}");
+    }
 }

@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -213,13 +214,17 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     let vsock = run.vsock_socket();
     let vmm_pid = Pid::from_raw(vmm.id() as i32);
     let (stopper, stopped_vm) = (Arc::clone(&hv), vm.clone());
+    let agent_up = Arc::new(AtomicBool::new(false));
+    let agent_seen = Arc::clone(&agent_up);
     std::thread::spawn(move || {
         if mask.wait().is_ok() {
-            graceful_stop(&vsock, vmm_pid, stopper.as_ref(), &stopped_vm);
+            graceful_stop(&vsock, agent_seen.load(Ordering::SeqCst), vmm_pid, stopper.as_ref(), &stopped_vm);
         }
     });
 
-    match ready_rx.recv_timeout(BOOT_TIMEOUT) {
+    let ready = ready_rx.recv_timeout(BOOT_TIMEOUT);
+    agent_up.store(ready.is_ok(), Ordering::SeqCst);
+    match ready {
         Ok(()) => match AgentConn::connect(&run.vsock_socket()).and_then(|c| {
             boot.ready_line_ms = ms(started);
             c.ping()
@@ -357,9 +362,10 @@ fn pump_console(console: impl Read, log_path: &Path, ready: mpsc::Sender<()>) {
 
 /// Asks the guest to power off and gives it the grace period; stops the VM
 /// through the monitor's control channel if it has one (at once when the agent
-/// could not even be reached: nobody asked the guest); kills the monitor last.
-fn graceful_stop(vsock: &Path, vmm: Pid, hv: &dyn Hypervisor, vm: &VmConfig) {
-    let asked = AgentConn::connect(vsock).map(|agent| drop(agent.shutdown())).is_ok();
+/// was not up or could not be reached: nobody asked the guest); kills the
+/// monitor last.
+fn graceful_stop(vsock: &Path, agent_up: bool, vmm: Pid, hv: &dyn Hypervisor, vm: &VmConfig) {
+    let asked = agent_up && AgentConn::connect(vsock).map(|agent| drop(agent.shutdown())).is_ok();
     if asked && exits_within(vmm, SHUTDOWN_GRACE) {
         return;
     }
