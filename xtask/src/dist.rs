@@ -1,5 +1,5 @@
-//! Building the shipped binaries: `moat`, the vsock backend `moat-vsock`, and the
-//! static guest agent.
+//! Building the shipped binaries: `moat`, the vsock backend `moat-vsock`, the
+//! KVM monitor `moat-vmm` (`--backend vmm`), and the static guest agent.
 
 use std::path::PathBuf;
 
@@ -40,26 +40,28 @@ pub struct Built {
     pub moat: PathBuf,
     /// The vhost-user vsock backend the supervisor runs.
     pub vsock: PathBuf,
+    /// The KVM monitor the supervisor runs for `--backend vmm` (found beside `moat`).
+    pub vmm: PathBuf,
     /// The static guest agent (in `target/guest/`, where `moat` looks for it; a plain
     /// `cargo build` would put a dynamic one beside `moat`).
     pub agent: PathBuf,
 }
 
-/// Builds `moat`, `moat-vsock` and the static agent.
+/// Builds `moat`, `moat-vsock`, `moat-vmm` and the static agent.
 pub fn build(release: bool) -> Result<Built> {
     let agent = agent()?;
     let mut c = cargo();
-    c.args(["build", "--quiet", "-p", "moat-cli", "-p", "moat-vsock"]);
+    c.args(["build", "--quiet", "-p", "moat-cli", "-p", "moat-vsock", "-p", "moat-vmm", "--bins"]);
     if release {
         c.arg("--release");
     }
     run(&mut c)?;
     let out = root().join("target").join(if release { "release" } else { "debug" });
-    Ok(Built { moat: out.join("moat"), vsock: out.join("moat-vsock"), agent })
+    Ok(Built { moat: out.join("moat"), vsock: out.join("moat-vsock"), vmm: out.join("moat-vmm"), agent })
 }
 
-/// Installs `moat`, `moat-vsock` and the agent into `~/.cargo/bin` (where the
-/// supervisor finds the vsock backend).
+/// Installs `moat`, `moat-vsock`, `moat-vmm` and the agent into `~/.cargo/bin`
+/// (where the supervisor finds the vsock backend and the monitor).
 pub fn install() -> Result<()> {
     let built = build(true)?;
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
@@ -67,8 +69,9 @@ pub fn install() -> Result<()> {
     std::fs::create_dir_all(&bin)?;
     copy_exe(&built.moat, &bin.join("moat"))?;
     copy_exe(&built.vsock, &bin.join("moat-vsock"))?;
+    copy_exe(&built.vmm, &bin.join("moat-vmm"))?;
     copy_exe(&built.agent, &bin.join("moat-guest-agent"))?;
-    eprintln!("==> installed moat, moat-vsock and moat-guest-agent into {}", bin.display());
+    eprintln!("==> installed moat, moat-vsock, moat-vmm and moat-guest-agent into {}", bin.display());
     Ok(())
 }
 

@@ -21,17 +21,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Install everything Moat needs on this machine (apt packages, virtiofsd, the
-    /// vsock backend, guest images) and install `moat` into ~/.cargo/bin.
+    /// vsock backend, the moat-vmm monitor, guest images) and install `moat` into ~/.cargo/bin.
     Setup,
     /// Build (or find in the cache) the guest kernel and template rootfs.
     Images(images::Args),
-    /// Build `moat` (debug) with the static guest agent beside it.
+    /// Build `moat` (debug) with `moat-vsock`, `moat-vmm` and the static guest agent.
     Build {
         /// Optimized build.
         #[arg(long)]
         release: bool,
     },
-    /// Build `moat` (release) and install it with the agent into ~/.cargo/bin.
+    /// Build `moat` (release) and install it with `moat-vsock`, `moat-vmm` and the agent into ~/.cargo/bin.
     Install,
     /// Run every test, guest end-to-end tests included.
     Test {

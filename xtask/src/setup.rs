@@ -35,7 +35,7 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 /// Rust tools from crates.io: the virtio-fs daemon, pinned. (The vsock backend,
-/// `moat-vsock`, is built from this workspace by `dist::install`.)
+/// `moat-vsock`, and the monitor, `moat-vmm`, are built from this workspace by `dist::install`.)
 const CARGO_TOOLS: &[(&str, &str, &str)] = &[("virtiofsd", "virtiofsd", "1.14.0")];
 
 pub fn run_setup() -> Result<()> {

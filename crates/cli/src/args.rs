@@ -120,7 +120,8 @@ pub struct SandboxOpts {
     /// vCPUs (default: host CPUs − 1).
     #[arg(long)]
     pub cpus: Option<u32>,
-    /// Hypervisor backend: auto, qemu or vmm.
+    /// Hypervisor backend: auto (QEMU; with KVM on CPUs with VMX/SVM), qemu, or vmm
+    /// (moat-vmm, opt-in: no Linux guest has been seen booting on it yet).
     #[arg(long, env = "MOAT_BACKEND")]
     pub backend: Option<String>,
     /// Work on a new branch (`auto` picks a name) in a clone of the workspace's git

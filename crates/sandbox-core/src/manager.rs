@@ -239,6 +239,8 @@ impl Manager {
         for tool in [Tool::Virtiofsd, Tool::VsockBackend] {
             find_tool(tool)?;
         }
+        // The monitor too, so a missing one is said here rather than in the supervisor's log.
+        backend::hypervisor(selection.kind)?;
         let shares = record
             .spec
             .shares()
@@ -273,7 +275,13 @@ impl Manager {
         crate::supervisor::write_atomic(&run.config(), &serde_json::to_vec_pretty(&vm).expect("serializing VM config"))
             .map_err(io_err("cannot write the VM configuration", &run.config()))?;
         self.spawn_supervisor(&run)?;
-        self.wait_ready(name, &run)?;
+        self.wait_ready(name, &run).map_err(|e| match (e, selection.note) {
+            (ManagerError::StartFailed { name, mut reason }, Some(note)) => {
+                reason.push_str(&format!("\nnote: {note}"));
+                ManagerError::StartFailed { name, reason }
+            }
+            (e, _) => e,
+        })?;
         Ok(self.info(record))
     }
 

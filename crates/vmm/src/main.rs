@@ -4,22 +4,27 @@
 //! Thin on purpose: arguments → [`VmConfig`] → build → rlimits → run.
 //! Exit status:
 //! the guest's debug-exit code if it used that port; 0 when it powered off
-//! or reset (how Linux exits) or a controller stopped it; 124 when the
-//! timeout passed; 125 when the VMM itself failed (the reason on stderr).
+//! or reset (how Linux exits: `reboot=t` ends in a triple fault, `reboot=k`
+//! in an i8042 reset, and neither is emulated as a reboot) or a controller
+//! stopped it; 124 when the timeout passed; 125 when the VMM itself failed
+//! (the reason on stderr, one line starting `moat-vmm: `).
 
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::io::{ErrorKind, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use moat_vmm::jail::{apply_rlimits, Rlimits};
-use moat_vmm::{build_microvm, DiskConfig, Payload, RunOptions, RunOutcome, VmConfig};
+use moat_vmm::{build_microvm, DiskConfig, FsConfig, Payload, RunOptions, RunOutcome, VmConfig, VsockConfig};
 
 const EXIT_TIMED_OUT: u8 = 124;
 const EXIT_VMM_FAILED: u8 = 125;
+/// Longest kernel command line accepted (x86 `COMMAND_LINE_SIZE` minus its
+/// NUL); the loader checks the kernel's own limit, with the device entries.
+const MAX_CMDLINE: usize = 2047;
 
 /// Runs one KVM microVM.
 #[derive(Debug, Parser)]
@@ -34,8 +39,9 @@ struct Args {
     /// An initrd, for Linux payloads.
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// The kernel command line, for Linux payloads.
-    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
+    /// The kernel command line, for Linux payloads. The `virtio_mmio.device=`
+    /// entries announcing the virtio devices are appended to it.
+    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1", value_parser = parse_cmdline)]
     cmdline: String,
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 128)]
@@ -43,13 +49,24 @@ struct Args {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
-    /// A raw disk image as a virtio-blk device: `PATH` or `PATH,ro`.
+    /// A raw disk image as a virtio-blk device: `PATH`, `PATH,ro` or
+    /// `PATH,rw` (give the option when PATH may contain a comma).
     #[arg(long = "disk", value_parser = parse_disk)]
     disks: Vec<DiskConfig>,
-    /// Serve the control API on a Unix socket created at this path.
+    /// A shared directory as a virtio-fs device served by a vhost-user
+    /// back-end already listening on SOCKET (`virtiofsd --socket-path`):
+    /// `SOCKET,TAG` (the tag is what follows the last comma). Repeatable.
+    #[arg(long = "fs", value_name = "SOCKET,TAG", value_parser = parse_fs)]
+    fs: Vec<FsConfig>,
+    /// A virtio-vsock device served by a vhost-user back-end already
+    /// listening on SOCKET (`moat-vsock --socket`): `SOCKET,CID`.
+    #[arg(long, value_name = "SOCKET,CID", value_parser = parse_vsock)]
+    vsock: Option<VsockConfig>,
+    /// Serve the control API on a Unix socket created at this path (a stale
+    /// socket nobody serves is replaced; a live one is an error).
     #[arg(long)]
     api_socket: Option<PathBuf>,
-    /// Where serial output goes: `stdout`, `none`, or a file path.
+    /// Where serial output goes: `stdout`, `none`, or a file path (truncated).
     #[arg(long, default_value = "stdout")]
     serial: String,
     /// Stop the VM after this many seconds (default: never).
@@ -83,14 +100,40 @@ enum Format {
     Pvh,
     /// A Linux bzImage through the 64-bit boot protocol.
     Bzimage,
+    /// A Linux kernel of either kind: an ELF `vmlinux` through PVH,
+    /// anything else as a bzImage.
+    Linux,
 }
 
 fn parse_disk(value: &str) -> Result<DiskConfig, String> {
     match value.rsplit_once(',') {
         Some((path, "ro")) => Ok(DiskConfig { path: path.into(), read_only: true }),
-        Some((_, option)) => Err(format!("unknown disk option `{option}` (only `ro`)")),
+        Some((path, "rw")) => Ok(DiskConfig { path: path.into(), read_only: false }),
+        Some((_, option)) => Err(format!("unknown disk option `{option}` (`ro` or `rw`)")),
         None => Ok(DiskConfig { path: value.into(), read_only: false }),
     }
+}
+
+fn parse_fs(value: &str) -> Result<FsConfig, String> {
+    match value.rsplit_once(',') {
+        Some((socket, tag)) if !socket.is_empty() => Ok(FsConfig { socket: socket.into(), tag: tag.into() }),
+        _ => Err("expected SOCKET,TAG (e.g. /run/fs0.sock,ws0)".into()),
+    }
+}
+
+fn parse_vsock(value: &str) -> Result<VsockConfig, String> {
+    let Some((socket, cid)) = value.rsplit_once(',').filter(|(socket, _)| !socket.is_empty()) else {
+        return Err("expected SOCKET,CID (e.g. /run/vsock.sock,3)".into());
+    };
+    let guest_cid = cid.parse().map_err(|_| format!("guest CID `{cid}` is not a number"))?;
+    Ok(VsockConfig { socket: socket.into(), guest_cid })
+}
+
+fn parse_cmdline(value: &str) -> Result<String, String> {
+    if value.len() > MAX_CMDLINE {
+        return Err(format!("{} bytes is longer than the {MAX_CMDLINE} a kernel command line may have", value.len()));
+    }
+    Ok(value.to_owned())
 }
 
 fn main() -> ExitCode {
@@ -116,6 +159,8 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
         vcpus: args.vcpus,
         timeout: args.timeout_secs.map_or(Duration::MAX, Duration::from_secs),
         disks: args.disks.clone(),
+        fs: args.fs.clone(),
+        vsock: args.vsock.clone(),
         ..VmConfig::default()
     };
     let image = read(&args.kernel)?;
@@ -126,6 +171,8 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
         Format::Elf => Payload::Elf(&image),
         Format::Pvh => Payload::LinuxPvh { vmlinux: &image, initrd, cmdline },
         Format::Bzimage => Payload::LinuxBzImage { bzimage: &image, initrd, cmdline },
+        Format::Linux if image.starts_with(b"\x7fELF") => Payload::LinuxPvh { vmlinux: &image, initrd, cmdline },
+        Format::Linux => Payload::LinuxBzImage { bzimage: &image, initrd, cmdline },
     };
     let serial_out: Option<Box<dyn Write + Send>> = match args.serial.as_str() {
         "none" => None,
@@ -134,10 +181,7 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
     };
 
     let mut vm = build_microvm(&config, payload)?;
-    let api = match &args.api_socket {
-        Some(path) => Some(UnixListener::bind(path).map_err(|e| format!("could not bind {}: {e}", path.display()))?),
-        None => None,
-    };
+    let api = args.api_socket.as_deref().map(bind_api).transpose()?;
     // Limits go on once the VM is built: sizing guest RAM is a file write
     // RLIMIT_FSIZE would refuse, and everything needing an fd is open.
     apply_rlimits(&Rlimits { nofile: Some(args.rlimit_nofile), fsize: args.rlimit_fsize, nproc: args.rlimit_nproc })?;
@@ -158,6 +202,78 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
     })
 }
 
+/// Binds the control socket at `path`, replacing a socket file left by a
+/// VMM that died without removing it (nobody accepts on it).
+fn bind_api(path: &Path) -> Result<UnixListener, String> {
+    let failed = |e: std::io::Error| format!("could not bind the control socket {}: {e}", path.display());
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == ErrorKind::AddrInUse => match UnixStream::connect(path) {
+            Err(refused) if refused.kind() == ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(failed)?;
+                UnixListener::bind(path).map_err(failed)
+            }
+            _ => Err(failed(e) + " (another process serves it)"),
+        },
+        bound => bound.map_err(failed),
+    }
+}
+
 fn read(path: &PathBuf) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("could not read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["moat-vmm", "--kernel", "k"].iter().chain(args))
+    }
+
+    #[test]
+    fn shares_and_vsock_map_to_the_config() {
+        let args = parse(&["--fs", "/r/a,b.sock,ws0", "--fs", "/r/fs1.sock,ws1", "--vsock", "/r/v.sock,3"]).unwrap();
+        let fs = |socket: &str, tag: &str| FsConfig { socket: socket.into(), tag: tag.into() };
+        assert_eq!(args.fs, [fs("/r/a,b.sock", "ws0"), fs("/r/fs1.sock", "ws1")]);
+        assert_eq!(args.vsock, Some(VsockConfig { socket: "/r/v.sock".into(), guest_cid: 3 }));
+        let disks =
+            parse(&["--disk", "/r/root.ext4,ro", "--disk", "/r/state.ext4", "--disk", "/r/a,b,rw"]).unwrap().disks;
+        assert_eq!(disks[0], DiskConfig { path: "/r/root.ext4".into(), read_only: true });
+        assert_eq!(disks[1], DiskConfig { path: "/r/state.ext4".into(), read_only: false });
+        assert_eq!(disks[2], DiskConfig { path: "/r/a,b".into(), read_only: false });
+    }
+
+    #[test]
+    fn malformed_device_arguments_say_what_is_expected() {
+        for (args, expected) in [
+            (&["--fs", "/r/fs.sock"][..], "expected SOCKET,TAG"),
+            (&["--fs", ",ws0"], "expected SOCKET,TAG"),
+            (&["--vsock", "/r/v.sock"], "expected SOCKET,CID"),
+            (&["--vsock", "/r/v.sock,three"], "`three` is not a number"),
+            (&["--vsock", "/r/a.sock,3", "--vsock", "/r/b.sock,4"], "cannot be used multiple times"),
+            (&["--disk", "/r/d,sync"], "unknown disk option `sync` (`ro` or `rw`)"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_bounded() {
+        assert!(parse(&["--cmdline", &"x".repeat(MAX_CMDLINE)]).is_ok());
+        let err = parse(&["--cmdline", &"x".repeat(MAX_CMDLINE + 1)]).unwrap_err().to_string();
+        assert!(err.contains("2048 bytes is longer than the 2047"), "{err}");
+    }
+
+    #[test]
+    fn a_stale_control_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists(), "a dropped listener leaves its file behind");
+        let live = bind_api(&path).unwrap();
+        let err = bind_api(&path).unwrap_err();
+        assert!(err.contains("another process serves it"), "{err}");
+        drop(live);
+    }
 }

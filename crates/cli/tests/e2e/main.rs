@@ -1,4 +1,5 @@
-//! End-to-end tests: the `moat` binary, its daemon, and real Linux guests under QEMU.
+//! End-to-end tests: the `moat` binary, its daemon, and real Linux guests under QEMU
+//! (and moat-vmm, `vmm`).
 //!
 //! Each test gets its own Moat installation (see `harness`). Without the guest
 //! prerequisites these tests skip loudly; `MOAT_REQUIRE_E2E=1` makes that a failure.
@@ -14,4 +15,5 @@ mod lifecycle;
 mod policy;
 mod secrets;
 mod terminal;
+mod vmm;
 mod workspace;

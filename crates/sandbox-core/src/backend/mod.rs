@@ -2,11 +2,14 @@
 //!
 //! A backend turns a [`VmConfig`] into the command that runs the VM monitor.
 //! Everything around it — the virtio-fs daemons, the vsock backend, waiting,
-//! logging and cleanup — is shared and lives in [`crate::supervisor`], so a new
-//! monitor (moat-vmm, issue #3) only has to say how it is launched.
+//! logging and cleanup — is shared and lives in [`crate::supervisor`], so a
+//! monitor only has to say how it is launched (and, if it has a control
+//! channel, how to stop it at once). Two exist: QEMU's microvm ([`Qemu`]) and
+//! Moat's own `moat-vmm` ([`Vmm`], opt-in with `--backend vmm`).
 
 mod qemu;
 mod tools;
+mod vmm;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 pub use qemu::Qemu;
 pub use tools::{find_tool, search_path, Tool};
+pub use vmm::{api_socket, Vmm};
+
+/// The guest's vsock CID (each VM has its own vsock device, so all share it).
+pub const GUEST_CID: u32 = 3;
 
 /// Everything a monitor needs to start one sandbox VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +99,15 @@ pub trait Hypervisor: std::fmt::Debug + Send + Sync {
     /// Short name (`qemu`).
     fn name(&self) -> &'static str;
     /// The command that runs the VM with the guest serial console on stdout.
+    /// The monitor must exit when the guest reboots (`reboot=t`), and say why
+    /// on its last line of stderr when it fails.
     fn command(&self, vm: &VmConfig, sockets: &DeviceSockets) -> Result<Command, BackendError>;
+    /// Stops the running VM at once through the monitor's control channel,
+    /// for a guest that did not power off when asked. `false` when the
+    /// monitor has none or did not answer: the supervisor then kills it.
+    fn stop_now(&self, _vm: &VmConfig) -> bool {
+        false
+    }
 }
 
 /// Why a backend cannot run.
@@ -104,6 +119,9 @@ pub enum BackendError {
     /// The backend can't run on this host.
     #[error("the {0} backend is not available: {1}")]
     Unavailable(&'static str, String),
+    /// The backend can't run a VM of this shape.
+    #[error("the {0} backend cannot run this VM: {1}")]
+    Unsupported(&'static str, String),
 }
 
 /// What this host offers for virtualization.
@@ -142,13 +160,25 @@ pub struct Selection {
 /// Chooses a backend for `choice` (`auto`, `qemu`, `vmm`) on `host`.
 ///
 /// Until a Linux guest has been seen booting on moat-vmm, `auto` means QEMU,
-/// with KVM where the CPU has hardware virtualization and TCG otherwise.
+/// with KVM where the CPU has hardware virtualization and TCG otherwise;
+/// `vmm` opts in to moat-vmm wherever `/dev/kvm` opens.
 pub fn select(choice: &str, host: &HostVirt) -> Result<Selection, BackendError> {
     match choice {
-        "vmm" => Err(BackendError::Unavailable(
+        "vmm" if !host.kvm_usable => Err(BackendError::Unavailable(
             "vmm",
-            "moat-vmm cannot boot Linux guests yet (issue #3); use --backend qemu".into(),
+            "moat-vmm needs /dev/kvm, which cannot be opened read-write here (is KVM loaded, and are you in the \
+             kvm group?); use --backend qemu"
+                .into(),
         )),
+        "vmm" => Ok(Selection {
+            kind: BackendKind::Vmm,
+            accel: Accel::Kvm,
+            note: (!host.hardware).then(|| {
+                "this CPU has no VMX/SVM, so /dev/kvm is a software implementation (such as PVM) on which Linux \
+                 stops early in boot on moat-vmm (an `xrstor` it cannot emulate); use --backend qemu on this host"
+                    .to_string()
+            }),
+        }),
         _ => {
             let (accel, note) = if host.hardware && host.kvm_usable {
                 (Accel::Kvm, None)
@@ -172,7 +202,7 @@ pub fn select(choice: &str, host: &HostVirt) -> Result<Selection, BackendError> 
 pub fn hypervisor(kind: BackendKind) -> Result<Box<dyn Hypervisor>, BackendError> {
     match kind {
         BackendKind::Qemu => Ok(Box::new(Qemu::locate()?)),
-        BackendKind::Vmm => Err(BackendError::Unavailable("vmm", "not implemented yet (issue #3)".into())),
+        BackendKind::Vmm => Ok(Box::new(Vmm::locate()?)),
     }
 }
 
@@ -192,7 +222,8 @@ pub fn kernel_cmdline(vm: &VmConfig) -> String {
 }
 
 /// Longest command line the x86 kernel accepts (COMMAND_LINE_SIZE − NUL), minus
-/// room for the `virtio_mmio.device=` entries QEMU appends.
+/// room for the `virtio_mmio.device=` entries QEMU and moat-vmm append (~36
+/// bytes each: room for eleven devices).
 pub const MAX_CMDLINE: usize = 2047 - 400;
 
 #[cfg(test)]
@@ -212,7 +243,26 @@ mod tests {
 
         let no_perm = HostVirt { hardware: true, kvm_usable: false };
         assert!(select("qemu", &no_perm).unwrap().note.unwrap().contains("/dev/kvm"));
-        assert!(select("vmm", &hw).unwrap_err().to_string().contains("--backend qemu"));
+    }
+
+    #[test]
+    fn vmm_is_opt_in_and_needs_a_usable_dev_kvm() {
+        let hw = HostVirt { hardware: true, kvm_usable: true };
+        assert_eq!(select("auto", &hw).unwrap().kind, BackendKind::Qemu, "auto never picks moat-vmm yet");
+        let s = select("vmm", &hw).unwrap();
+        assert_eq!((s.kind, s.accel, s.note), (BackendKind::Vmm, Accel::Kvm, None));
+
+        // PVM: /dev/kvm opens but the CPU has no VMX/SVM. moat-vmm runs, with a warning.
+        let pvm = HostVirt { hardware: false, kvm_usable: true };
+        let s = select("vmm", &pvm).unwrap();
+        assert_eq!((s.kind, s.accel), (BackendKind::Vmm, Accel::Kvm));
+        assert!(s.note.unwrap().contains("use --backend qemu"));
+
+        for host in [HostVirt { hardware: true, kvm_usable: false }, HostVirt { hardware: false, kvm_usable: false }] {
+            let err = select("vmm", &host).unwrap_err().to_string();
+            assert!(err.starts_with("the vmm backend is not available: moat-vmm needs /dev/kvm"), "{err}");
+            assert!(err.contains("--backend qemu"), "{err}");
+        }
     }
 
     #[test]

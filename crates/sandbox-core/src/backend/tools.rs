@@ -13,6 +13,8 @@ pub enum Tool {
     Virtiofsd,
     /// `moat-vsock` (this workspace's vhost-user vsock backend).
     VsockBackend,
+    /// `moat-vmm` (this workspace's KVM monitor).
+    Vmm,
     /// `mkfs.ext4`.
     MkfsExt4,
 }
@@ -23,6 +25,7 @@ impl Tool {
             Tool::Qemu => "qemu-system-x86_64",
             Tool::Virtiofsd => "virtiofsd",
             Tool::VsockBackend => "moat-vsock",
+            Tool::Vmm => "moat-vmm",
             Tool::MkfsExt4 => "mkfs.ext4",
         }
     }
@@ -32,6 +35,7 @@ impl Tool {
             Tool::Qemu => "MOAT_QEMU",
             Tool::Virtiofsd => "MOAT_VIRTIOFSD",
             Tool::VsockBackend => "MOAT_VSOCK_BACKEND",
+            Tool::Vmm => "MOAT_VMM_BIN",
             Tool::MkfsExt4 => "MOAT_MKFS_EXT4",
         }
     }
@@ -41,17 +45,36 @@ impl Tool {
             Tool::Qemu => "install it with `apt-get install qemu-system-x86` or run `cargo xtask setup`",
             Tool::Virtiofsd => "install it with `cargo install --locked virtiofsd` or run `cargo xtask setup`",
             Tool::VsockBackend => "build and install it from Moat's workspace with `cargo xtask install`",
+            Tool::Vmm => {
+                "build and install it from Moat's workspace with `cargo xtask install` \
+                 (or put it beside `moat`, or set MOAT_VMM_BIN)"
+            }
             Tool::MkfsExt4 => "install it with `apt-get install e2fsprogs`",
         }
     }
 }
 
-/// The path of `tool`: `$MOAT_<TOOL>` if set, else [`search_path`].
+/// The path of `tool`: `$MOAT_<TOOL>` if set, else [`search_path`]. The
+/// monitor `moat-vmm` is first looked for beside the running executable (the
+/// same build as `moat`) and in `~/.cargo/bin` (where `cargo xtask install`
+/// puts it), then on `$PATH`.
 pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
     if let Some(p) = std::env::var_os(tool.env_override()).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    search_path(tool.binary()).ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
+    let found = if tool == Tool::Vmm {
+        let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+        let cargo_bin = crate::paths::home_dir().join(".cargo/bin");
+        first_executable(tool.binary(), exe_dir.into_iter().chain([cargo_bin])).or_else(|| search_path(tool.binary()))
+    } else {
+        search_path(tool.binary())
+    };
+    found.ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
+}
+
+/// `dir/program` for the first of `dirs` where it is an executable file.
+fn first_executable(program: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    dirs.into_iter().map(|d| d.join(program)).find(|p| is_executable(p))
 }
 
 /// Finds an executable `program` on `$PATH`, then in `~/.cargo/bin` (where `cargo
@@ -62,10 +85,39 @@ pub fn search_path(program: &str) -> Option<PathBuf> {
     let extra = [crate::paths::home_dir().join(".cargo/bin")]
         .into_iter()
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    std::env::split_paths(&path).chain(extra).map(|d| d.join(program)).find(|p| is_executable(p))
+    first_executable(program, std::env::split_paths(&path).chain(extra))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_first_folder_with_an_executable_wins() {
+        let [beside, cargo_bin] = [(); 2].map(|()| tempfile::tempdir().unwrap());
+        let dirs = || [beside.path().to_path_buf(), cargo_bin.path().to_path_buf()];
+        assert_eq!(first_executable("moat-vmm", dirs()), None);
+        std::fs::write(beside.path().join("moat-vmm"), "").unwrap();
+        assert_eq!(first_executable("moat-vmm", dirs()), None, "a file that is not executable is skipped");
+        let installed = cargo_bin.path().join("moat-vmm");
+        std::fs::write(&installed, "").unwrap();
+        std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(first_executable("moat-vmm", dirs()), Some(installed));
+        let built = beside.path().join("moat-vmm");
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(first_executable("moat-vmm", dirs()), Some(built), "the same build as moat comes first");
+    }
+
+    #[test]
+    fn a_missing_monitor_says_how_to_install_it() {
+        let err = BackendError::MissingTool { tool: Tool::Vmm.binary(), hint: Tool::Vmm.hint() }.to_string();
+        assert!(err.starts_with("moat-vmm not found"), "{err}");
+        assert!(err.contains("`cargo xtask install`") && err.contains("MOAT_VMM_BIN"), "{err}");
+    }
 }

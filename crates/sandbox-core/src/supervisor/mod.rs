@@ -10,6 +10,7 @@
 mod console;
 mod run;
 mod status;
+mod stderr_tail;
 
 pub use console::BoundedLog;
 pub use run::{supervise, SuperviseError, READY_MARKER};

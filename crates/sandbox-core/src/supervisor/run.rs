@@ -6,7 +6,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -14,8 +15,9 @@ use nix::unistd::Pid;
 
 use super::console::BoundedLog;
 use super::status::{BootTimes, Phase, RunDir, Status};
+use super::stderr_tail::StderrTail;
 use crate::agent::AgentConn;
-use crate::backend::{self, find_tool, DeviceSockets, Tool, VmConfig};
+use crate::backend::{self, find_tool, DeviceSockets, Hypervisor, Tool, VmConfig, GUEST_CID};
 
 /// The line the guest agent prints on the serial console once it listens.
 pub const READY_MARKER: &str = "moat-agent: ready";
@@ -23,8 +25,10 @@ pub const READY_MARKER: &str = "moat-agent: ready";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// uid and gid of the guest's `agent` user, who owns the shares inside.
 const GUEST_USER_ID: u32 = 1000;
-/// How long a guest gets to power off cleanly before it is killed.
+/// How long a guest gets to power off cleanly before it is stopped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a monitor told to stop through its control channel gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Why a supervisor could not run its VM.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +137,7 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     let io_err = |e| SuperviseError::RunDir(run.path().into(), e);
     let config = std::fs::read(run.config()).map_err(io_err)?;
     let vm: VmConfig = serde_json::from_slice(&config).map_err(SuperviseError::Config)?;
-    let hv = backend::hypervisor(vm.backend)?;
+    let hv: Arc<dyn Hypervisor> = backend::hypervisor(vm.backend)?.into();
     status.backend = format!(
         "{}/{}",
         hv.name(),
@@ -180,7 +184,12 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
         children.0.push((name, child, Signal::SIGTERM));
     }
     let mut c = Command::new(find_tool(Tool::VsockBackend)?);
-    c.arg("--guest-cid").arg("3").arg("--socket").arg(&sockets.vsock).arg("--uds-path").arg(run.vsock_socket());
+    c.arg("--guest-cid")
+        .arg(GUEST_CID.to_string())
+        .arg("--socket")
+        .arg(&sockets.vsock)
+        .arg("--uds-path")
+        .arg(run.vsock_socket());
     let (name, child) = spawn("vsock backend", c, run)?;
     children.0.push((name, child, Signal::SIGTERM));
     for sock in sockets.fs.iter().chain([&sockets.vsock]) {
@@ -191,7 +200,8 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
 
     let mut cmd = hv.command(&vm, &sockets)?;
     cmd.stdout(Stdio::piped());
-    let (vmm_name, mut vmm) = spawn(hv.name(), cmd, run)?;
+    log_line(run, &format!("supervisor: running {cmd:?}"));
+    let (vmm_name, mut vmm, stderr) = spawn_monitor(hv.name(), cmd, run)?;
     boot.vmm_spawned_ms = ms(started);
     status.vmm_pid = Some(vmm.id());
     run.write_status(status).map_err(io_err)?;
@@ -203,13 +213,18 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
 
     let vsock = run.vsock_socket();
     let vmm_pid = Pid::from_raw(vmm.id() as i32);
+    let (stopper, stopped_vm) = (Arc::clone(&hv), vm.clone());
+    let agent_up = Arc::new(AtomicBool::new(false));
+    let agent_seen = Arc::clone(&agent_up);
     std::thread::spawn(move || {
         if mask.wait().is_ok() {
-            graceful_stop(&vsock, vmm_pid);
+            graceful_stop(&vsock, agent_seen.load(Ordering::SeqCst), vmm_pid, stopper.as_ref(), &stopped_vm);
         }
     });
 
-    match ready_rx.recv_timeout(BOOT_TIMEOUT) {
+    let ready = ready_rx.recv_timeout(BOOT_TIMEOUT);
+    agent_up.store(ready.is_ok(), Ordering::SeqCst);
+    match ready {
         Ok(()) => match AgentConn::connect(&run.vsock_socket()).and_then(|c| {
             boot.ready_line_ms = ms(started);
             c.ping()
@@ -228,31 +243,69 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
                 return Err(SuperviseError::Start(format!("the guest agent did not answer: {e}")));
             }
         },
-        Err(_) => {
+        Err(waited) => {
+            // Disconnected: the console closed, so the monitor is exiting on its own.
+            let timed_out = waited == mpsc::RecvTimeoutError::Timeout;
             let _ = vmm.kill();
             let exit = vmm.wait().map(|s| s.to_string()).unwrap_or_default();
-            return Err(SuperviseError::Start(format!(
-                "the VM did not become ready ({vmm_name} {exit}); see {}",
-                run.console_log().display()
-            )));
+            let why = stderr.last_line().map(|l| format!(": {l}")).unwrap_or_default();
+            let console = run.console_log();
+            return Err(SuperviseError::Start(if timed_out {
+                format!(
+                    "the guest agent was not ready within {} s; console log: {}",
+                    BOOT_TIMEOUT.as_secs(),
+                    console.display()
+                )
+            } else {
+                format!(
+                    "{vmm_name} exited ({exit}) before the guest agent was ready{why}; console log: {}",
+                    console.display()
+                )
+            }));
         }
     }
 
     let exit = vmm.wait().map_err(io_err)?;
+    let why = stderr.last_line().map(|l| format!(": {l}")).unwrap_or_default();
     if !exit.success() && !matches!(exit.code(), Some(0)) {
-        status.error = Some(format!("{vmm_name} exited: {exit}"));
+        status.error = Some(format!("{vmm_name} exited ({exit}){why}"));
     }
     Ok(())
 }
 
+/// [`spawn`] for the VM monitor: its stderr goes to the supervisor log through a
+/// [`StderrTail`], so its last words can explain a failure.
+fn spawn_monitor(name: &str, mut cmd: Command, run: &RunDir) -> Result<(String, Child, StderrTail), SuperviseError> {
+    let log = OpenOptions::new().create(true).append(true).open(run.supervisor_log()).ok();
+    cmd.stderr(Stdio::piped());
+    let (name, mut child) = spawn_with_stderr(name, cmd, None)?;
+    let stderr = StderrTail::spawn(child.stderr.take().expect("stderr was piped"), log);
+    Ok((name, child, stderr))
+}
+
+/// Appends one line to the supervisor log.
+fn log_line(run: &RunDir, line: &str) {
+    if let Ok(mut log) = OpenOptions::new().create(true).append(true).open(run.supervisor_log()) {
+        let _ = writeln!(log, "{line}");
+    }
+}
+
 /// Spawns a child that dies with this process, its stderr appended to the supervisor log.
-fn spawn(name: &str, mut cmd: Command, run: &RunDir) -> Result<(String, Child), SuperviseError> {
+fn spawn(name: &str, cmd: Command, run: &RunDir) -> Result<(String, Child), SuperviseError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(run.supervisor_log())
         .map_err(|e| SuperviseError::RunDir(run.path().into(), e))?;
-    cmd.stdin(Stdio::null()).stderr(log);
+    spawn_with_stderr(name, cmd, Some(log))
+}
+
+/// Spawns a child that dies with this process, its stderr to `stderr` (as set on `cmd` when `None`).
+fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Option<File>) -> Result<(String, Child), SuperviseError> {
+    cmd.stdin(Stdio::null());
+    if let Some(log) = stderr {
+        cmd.stderr(log);
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls
     // async-signal-safe functions (prctl, getppid, kill on itself).
     unsafe {
@@ -307,15 +360,33 @@ fn pump_console(console: impl Read, log_path: &Path, ready: mpsc::Sender<()>) {
     }
 }
 
-/// Asks the guest to power off; kills the monitor if it hasn't exited after the grace period.
-fn graceful_stop(vsock: &Path, vmm: Pid) {
-    let _ = AgentConn::connect(vsock).and_then(AgentConn::shutdown);
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
+/// Asks the guest to power off and gives it the grace period; stops the VM
+/// through the monitor's control channel if it has one (at once when the agent
+/// was not up or could not be reached: nobody asked the guest); kills the
+/// monitor last.
+fn graceful_stop(vsock: &Path, agent_up: bool, vmm: Pid, hv: &dyn Hypervisor, vm: &VmConfig) {
+    let asked = agent_up && AgentConn::connect(vsock).map(|agent| drop(agent.shutdown())).is_ok();
+    if asked && exits_within(vmm, SHUTDOWN_GRACE) {
+        return;
+    }
+    if hv.stop_now(vm) && exits_within(vmm, STOP_GRACE) {
+        return;
+    }
+    // Without a control channel (QEMU) an unreachable guest still gets the grace period.
+    if !asked && exits_within(vmm, SHUTDOWN_GRACE) {
+        return;
+    }
+    let _ = kill(vmm, Signal::SIGKILL);
+}
+
+/// Whether the process `pid` is gone (reaped by the main thread) within `grace`.
+fn exits_within(pid: Pid, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if kill(vmm, None).is_err() {
-            return;
+        if kill(pid, None).is_err() {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = kill(vmm, Signal::SIGKILL);
+    false
 }
