@@ -73,7 +73,9 @@ pub fn build_microvm(config: &VmConfig, payload: Payload<'_>) -> Result<MicroVm,
     arch::write_mptable(&memory, config.vcpus)?;
     arch::configure_vcpus(vm.kvm(), &vcpus, &entry)?;
 
-    Ok(MicroVm { vcpus, devices, _vm: vm, memory, timeout: config.timeout })
+    // Opened now: a jail entered after the build hides /proc.
+    let statm = runtime::open_statm();
+    Ok(MicroVm { vcpus, devices, _vm: vm, memory, timeout: config.timeout, statm })
 }
 
 /// A built microVM. Start it with [`MicroVm::run`].
@@ -86,6 +88,8 @@ pub struct MicroVm {
     _vm: Vm,
     memory: GuestMemory,
     timeout: Duration,
+    /// For `stats`: the process's resident memory.
+    statm: Option<std::fs::File>,
 }
 
 impl MicroVm {
@@ -104,8 +108,13 @@ impl MicroVm {
     /// stops, the configured timeout passes, or a controller stops the VM.
     /// Returns once every thread has exited.
     pub fn run_with(&mut self, options: RunOptions) -> Result<RunReport, RunError> {
-        let parts =
-            RunParts { vcpus: &mut self.vcpus, devices: &self.devices, memory: &self.memory, timeout: self.timeout };
+        let parts = RunParts {
+            vcpus: &mut self.vcpus,
+            devices: &self.devices,
+            memory: &self.memory,
+            timeout: self.timeout,
+            statm: self.statm.as_ref().and_then(|f| f.try_clone().ok()),
+        };
         runtime::run(parts, options)
     }
 

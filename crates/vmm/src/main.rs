@@ -1,7 +1,7 @@
 //! `moat-vmm`: one microVM per process, launched per sandbox by
 //! `sandbox-core` and driven through its control socket.
 //!
-//! Thin on purpose: arguments → [`VmConfig`] → build → rlimits → run.
+//! Thin on purpose: arguments → (namespaces) → [`VmConfig`] → build → (jail) → rlimits → run.
 //! Exit status:
 //! the guest's debug-exit code if it used that port; 0 when it powered off
 //! or reset (how Linux exits: `reboot=t` ends in a triple fault, `reboot=k`
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use moat_vmm::jail::{apply_rlimits, Rlimits};
+use moat_vmm::jail::{apply_rlimits, confine, enter_namespaces, Jail, Rlimits};
 use moat_vmm::{build_microvm, DiskConfig, FsConfig, Payload, RunOptions, RunOutcome, VmConfig, VsockConfig};
 
 const EXIT_TIMED_OUT: u8 = 124;
@@ -88,6 +88,17 @@ struct Args {
     /// Most processes and threads of the user running the VMM.
     #[arg(long)]
     rlimit_nproc: Option<u64>,
+    /// Confine the process (needs root): new mount, IPC, UTS and network
+    /// namespaces, then — once the VM is built — an empty read-only root
+    /// mounted over DIR, no capabilities, no new privileges.
+    #[arg(long, value_name = "DIR")]
+    jail: Option<PathBuf>,
+    /// With --jail: run as this user id once the VM is built.
+    #[arg(long, requires_all = ["jail", "jail_gid"])]
+    jail_uid: Option<u32>,
+    /// With --jail: run as this group id (and no supplementary groups).
+    #[arg(long, requires_all = ["jail", "jail_uid"])]
+    jail_gid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -154,6 +165,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
+    let jail = args.jail.as_ref().map(|root| Jail { root: root.clone(), ids: args.jail_uid.zip(args.jail_gid) });
+    if jail.is_some() {
+        // While this process has a single thread.
+        enter_namespaces()?;
+    }
     let config = VmConfig {
         mem_mib: args.mem_mib,
         vcpus: args.vcpus,
@@ -182,6 +198,11 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
 
     let mut vm = build_microvm(&config, payload)?;
     let api = args.api_socket.as_deref().map(bind_api).transpose()?;
+    // The socket's folder, to remove it by name at exit even from the jail.
+    let api_dir = args.api_socket.as_deref().and_then(SocketFile::new);
+    if let Some(jail) = &jail {
+        confine(jail)?;
+    }
     // Limits go on once the VM is built: sizing guest RAM is a file write
     // RLIMIT_FSIZE would refuse, and everything needing an fd is open.
     apply_rlimits(&Rlimits { nofile: Some(args.rlimit_nofile), fsize: args.rlimit_fsize, nproc: args.rlimit_nproc })?;
@@ -192,8 +213,8 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
         seccomp: !args.no_seccomp,
     };
     let report = vm.run_with(options);
-    if let Some(path) = &args.api_socket {
-        let _ = std::fs::remove_file(path);
+    if let Some(file) = api_dir {
+        file.remove();
     }
     Ok(match report?.outcome {
         RunOutcome::Exited(code) => code,
@@ -215,6 +236,30 @@ fn bind_api(path: &Path) -> Result<UnixListener, String> {
             _ => Err(failed(e) + " (another process serves it)"),
         },
         bound => bound.map_err(failed),
+    }
+}
+
+/// A socket file to remove at exit through an fd on its folder, which
+/// works after the root changed (though not if the jail's user may not
+/// write the folder: then the next start replaces the stale file).
+struct SocketFile {
+    dir: std::os::fd::OwnedFd,
+    name: std::ffi::CString,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Option<SocketFile> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::CString::new(path.file_name()?.as_bytes()).ok()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = File::open(parent).ok()?.into();
+        Some(SocketFile { dir, name })
+    }
+
+    fn remove(self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an open directory fd and a valid C string, for the call only.
+        unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0) };
     }
 }
 
@@ -255,6 +300,17 @@ mod tests {
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn jail_ids_come_in_pairs_and_only_with_a_jail() {
+        let args = parse(&["--jail", "/run/j", "--jail-uid", "65534", "--jail-gid", "65534"]).unwrap();
+        assert_eq!((args.jail_uid, args.jail_gid), (Some(65534), Some(65534)));
+        assert!(parse(&["--jail", "/run/j"]).is_ok(), "root without capabilities");
+        for bad in [&["--jail", "/run/j", "--jail-uid", "1"][..], &["--jail-uid", "1", "--jail-gid", "1"]] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("required arguments were not provided"), "{bad:?}: {err}");
         }
     }
 

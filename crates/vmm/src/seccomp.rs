@@ -159,6 +159,11 @@ fn device_watch_rules() -> Rules {
         any(libc::SYS_write),
         // Dropping its socket and eventfd handles at exit.
         any(libc::SYS_close),
+        // A jailed VMM takes its uid/gid after devices are attached; glibc
+        // makes every thread, this one too, make the same calls.
+        any(libc::SYS_setgroups),
+        any(libc::SYS_setresgid),
+        any(libc::SYS_setresuid),
     ]);
     // Closing an fd: Rust's debug builds first check it is open.
     rules.extend(when_arg(libc::SYS_fcntl, 1, &[libc::F_GETFD as u64]));

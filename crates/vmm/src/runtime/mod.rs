@@ -28,6 +28,7 @@ use kvm_ioctls::VcpuFd;
 pub(crate) use self::control::Control;
 pub use self::control::ControlError;
 use self::event_loop::EventLoop;
+pub(crate) use self::stats::open_statm;
 use self::stats::MemoryProbe;
 use crate::api::server::Server;
 use crate::device_manager::{DeviceManager, UnmappedAccesses};
@@ -86,6 +87,8 @@ pub(crate) struct RunParts<'a> {
     pub(crate) devices: &'a DeviceManager,
     pub(crate) memory: &'a GuestMemory,
     pub(crate) timeout: Duration,
+    /// `/proc/self/statm`, opened at build time (see [`stats::open_statm`]).
+    pub(crate) statm: Option<std::fs::File>,
 }
 
 /// Runs the VM until the guest stops, the timeout passes or a controller
@@ -106,7 +109,7 @@ pub(crate) fn run(vm: RunParts<'_>, options: RunOptions) -> Result<RunReport, Ru
     let event_loop = EventLoop {
         control: &control,
         devices: vm.devices,
-        memory: MemoryProbe::new(vm.memory),
+        memory: MemoryProbe::new(vm.memory, vm.statm),
         api,
         serial_out: options.serial_out,
         started,

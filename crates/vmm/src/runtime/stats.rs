@@ -16,15 +16,17 @@ pub(crate) struct MemoryProbe<'a> {
     memfd: BorrowedFd<'a>,
 }
 
+/// Opens `/proc/self/statm` for [`MemoryProbe`], while `/proc` can still be
+/// reached: at build time, before a jail takes the file system away.
+pub(crate) fn open_statm() -> Option<File> {
+    File::open("/proc/self/statm").ok()
+}
+
 impl<'a> MemoryProbe<'a> {
-    pub(crate) fn new(memory: &'a GuestMemory) -> Self {
+    pub(crate) fn new(memory: &'a GuestMemory, statm: Option<File>) -> Self {
         // SAFETY: sysconf only reads its argument; _SC_PAGESIZE is valid.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Self {
-            statm: File::open("/proc/self/statm").ok(),
-            page_size: u64::try_from(page_size).unwrap_or(4096),
-            memfd: memory.memfd(),
-        }
+        Self { statm, page_size: u64::try_from(page_size).unwrap_or(4096), memfd: memory.memfd() }
     }
 
     /// Resident memory of the whole process (0 if unreadable).
@@ -68,7 +70,7 @@ mod tests {
     #[test]
     fn guest_ram_counts_touched_pages_and_rss_includes_them() {
         let memory = GuestMemory::new(64).unwrap();
-        let probe = MemoryProbe::new(&memory);
+        let probe = MemoryProbe::new(&memory, open_statm());
         assert_eq!(probe.guest_ram(), 0);
         let before = probe.process_rss();
         assert!(before > 0);

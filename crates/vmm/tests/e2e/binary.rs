@@ -145,3 +145,96 @@ fn rlimits_bound_the_serial_log_and_the_fds() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Too many open files"), "{stderr}");
 }
+
+/// One `Name:\tvalue` line of `/proc/PID/status`.
+fn proc_status(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_default();
+    line[field.len() + 1..].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_jailed_vmm_has_an_empty_root_no_network_no_privileges_and_still_runs_its_guest() {
+    if !e2e_available("a_jailed_vmm_has_an_empty_root_no_network_no_privileges_and_still_runs_its_guest", true) {
+        return;
+    }
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        let msg = "a_jailed_vmm_…: the jail needs root";
+        assert!(std::env::var("MOAT_REQUIRE_E2E").as_deref() != Ok("1"), "{msg} (MOAT_REQUIRE_E2E=1)");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("SKIPPED {msg}\n").as_bytes());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, socket, serial) = (dir.path().join("counter"), dir.path().join("api.sock"), dir.path().join("serial"));
+    let jail = dir.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    std::fs::write(jail.join("left-in-the-folder"), "hidden by the jail's tmpfs").unwrap();
+    std::fs::write(&kernel, build_guest("counter")).unwrap();
+    let mut child = moat_vmm()
+        .args(["--mem-mib", "16", "--kernel"])
+        .arg(&kernel)
+        .arg("--api-socket")
+        .arg(&socket)
+        .arg("--serial")
+        .arg(&serial)
+        .arg("--jail")
+        .arg(&jail)
+        .args(["--jail-uid", "65534", "--jail-gid", "65534"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A failed assertion must not leave a spinning VMM behind.
+    let killer = KillOnDrop(child.id());
+    let mut api = connect(&socket, &mut child);
+    // The socket answers before the jail closes: wait until the guest runs.
+    let deadline = Instant::now() + WITHIN;
+    while std::fs::metadata(&serial).unwrap().len() < 16 {
+        assert!(Instant::now() < deadline, "the jailed guest printed nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = child.id();
+
+    assert_eq!(proc_status(pid, "Uid"), "65534 65534 65534 65534");
+    assert_eq!(proc_status(pid, "Gid"), "65534 65534 65534 65534");
+    assert_eq!(proc_status(pid, "Groups"), "");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(proc_status(pid, caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    let vcpu = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "moat-vcpu0"))
+        .expect("a vCPU thread");
+    let vcpu_status = std::fs::read_to_string(vcpu.join("status")).unwrap();
+    assert!(vcpu_status.lines().any(|l| l == "Seccomp:\t2"), "the vCPU thread is filtered: {vcpu_status}");
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).unwrap(), jail);
+    let inside: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root")).unwrap().collect();
+    assert!(inside.is_empty(), "the jail's root is empty: {inside:?}");
+    for ns in ["mnt", "net", "ipc", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(theirs, ours, "{ns} namespace");
+    }
+
+    // Still a working VMM: its control socket, stats from files opened
+    // before the jail, and a clean stop.
+    let stats = api.stats().unwrap();
+    assert!(stats.rss_bytes > 0 && !stats.vcpus.is_empty(), "{stats:?}");
+    assert_eq!(api.stop().unwrap(), VmState::Stopped);
+    let output = wait(child);
+    std::mem::forget(killer);
+    assert!(output.status.success(), "{output:?}");
+    assert!(std::fs::read_to_string(jail.join("left-in-the-folder")).is_ok(), "the host's folder is untouched");
+}
+
+/// Kills a child process when dropped (a test that panics).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill with a pid and a signal number only.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
