@@ -99,6 +99,7 @@ pub fn confine(jail: &Jail) -> Result<(), JailError> {
 }
 
 fn empty_root(dir: &Path) -> Result<(), JailError> {
+    std::fs::create_dir_all(dir).map_err(|e| JailError::Root(format!("create {}", dir.display()), e))?;
     let path = CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
         JailError::Root(
             format!("use {} as the jail (a NUL in the path)", dir.display()),

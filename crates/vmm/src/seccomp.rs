@@ -59,7 +59,7 @@ pub fn filter(thread: Thread) -> Result<BpfProgram, SeccompError> {
     let rules = match thread {
         Thread::Vmm => vmm_rules(),
         Thread::Vcpu => vcpu_rules(),
-        Thread::DeviceWatch => Ok(device_watch_rules()),
+        Thread::DeviceWatch => device_watch_rules(),
     }
     .map_err(backend)?;
     let rules: BTreeMap<i64, Vec<SeccompRule>> = rules.into_iter().collect();
@@ -91,8 +91,8 @@ fn when_arg(syscall: libc::c_long, arg: u8, values: &[u64]) -> Result<(i64, Vec<
 }
 
 /// What every Rust thread does to live and die: locks, memory, its exit.
-fn thread_basics() -> Rules {
-    vec![
+fn thread_basics() -> Result<Rules, BackendError> {
+    let mut rules = vec![
         // Mutexes and condition variables (device locks, the run's state).
         any(libc::SYS_futex),
         // The allocator: thread arenas, large buffers, returning memory.
@@ -104,9 +104,9 @@ fn thread_basics() -> Rules {
         any(libc::SYS_madvise),
         // Instant::now and CPU-time clocks, when the vDSO cannot answer.
         any(libc::SYS_clock_gettime),
-        // Kicking vCPU threads: pthread_kill is tgkill(getpid(), tid, sig).
+        // Kicking vCPU threads: pthread_kill is tgkill(getpid(), tid, sig)
+        // (tgkill only into this process: see below).
         any(libc::SYS_getpid),
-        any(libc::SYS_tgkill),
         // glibc blocks signals around thread exit and pthread_kill.
         any(libc::SYS_rt_sigprocmask),
         // Returning from the kick signal's handler.
@@ -115,12 +115,16 @@ fn thread_basics() -> Rules {
         any(libc::SYS_sigaltstack),
         // Thread exit.
         any(libc::SYS_exit),
-    ]
+    ];
+    // Signals only to threads of this process (the filter is compiled in
+    // it): never to another VMM running as the same user.
+    rules.push(when_arg(libc::SYS_tgkill, 0, &[u64::from(std::process::id())])?);
+    Ok(rules)
 }
 
 /// The VMM thread.
 fn vmm_rules() -> Result<Rules, BackendError> {
-    let mut rules = thread_basics();
+    let mut rules = thread_basics()?;
     rules.extend([
         // Waiting for the control socket, the "stopped" eventfd, a deadline.
         any(libc::SYS_poll),
@@ -149,8 +153,8 @@ fn vmm_rules() -> Result<Rules, BackendError> {
 }
 
 /// A vhost-user device's back-end watch.
-fn device_watch_rules() -> Rules {
-    let mut rules = thread_basics();
+fn device_watch_rules() -> Result<Rules, BackendError> {
+    let mut rules = thread_basics()?;
     rules.extend([
         // Sleeping until the back-end hangs up or the device is dropped.
         any(libc::SYS_poll),
@@ -166,13 +170,13 @@ fn device_watch_rules() -> Rules {
         any(libc::SYS_setresuid),
     ]);
     // Closing an fd: Rust's debug builds first check it is open.
-    rules.extend(when_arg(libc::SYS_fcntl, 1, &[libc::F_GETFD as u64]));
-    rules
+    rules.push(when_arg(libc::SYS_fcntl, 1, &[libc::F_GETFD as u64])?);
+    Ok(rules)
 }
 
 /// A vCPU thread.
 fn vcpu_rules() -> Result<Rules, BackendError> {
-    let mut rules = thread_basics();
+    let mut rules = thread_basics()?;
     rules.extend([
         // Interrupts: a device signals its irqfd; stopping wakes the VMM
         // thread through the "stopped" eventfd.
@@ -268,6 +272,27 @@ mod tests {
             assert_eq!(in_confined_child(thread, open_a_file), Err(libc::SIGSYS), "{thread:?}: openat");
         }
         assert_eq!(in_confined_child(Thread::Vcpu, a_non_kvm_ioctl), Err(libc::SIGSYS), "vCPU: other ioctls");
+    }
+
+    #[test]
+    fn signals_go_only_to_the_process_that_compiled_the_filter() {
+        // The filters are compiled in this (the parent) process, so its pid
+        // is the one allowed; the child signals it with signal 0 (a check).
+        static PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        PARENT.store(std::process::id() as i32, std::sync::atomic::Ordering::SeqCst);
+        fn to_the_compiling_process() {
+            let parent = PARENT.load(std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: a signal-0 tgkill only checks that the process exists.
+            unsafe { libc::syscall(libc::SYS_tgkill, parent, parent, 0) };
+        }
+        fn to_init() {
+            // SAFETY: a signal-0 tgkill only checks that pid 1 exists.
+            unsafe { libc::syscall(libc::SYS_tgkill, 1, 1, 0) };
+        }
+        for thread in Thread::ALL {
+            assert_eq!(in_confined_child(thread, to_the_compiling_process), Ok(0), "{thread:?}");
+            assert_eq!(in_confined_child(thread, to_init), Err(libc::SIGSYS), "{thread:?}");
+        }
     }
 
     #[test]

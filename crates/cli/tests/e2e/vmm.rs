@@ -188,6 +188,23 @@ fn a_vmm_sandbox_runs_moat_vmm_with_real_device_back_ends() {
             .any(|p| p.split(' ').next().is_some_and(|argv0| argv0.ends_with(program)) && p.contains(&socket_arg));
         assert!(found, "no {program} with {socket_arg} among {running:#?}");
     }
+    // Run by root, moat-vmm jails itself: a user of its own, no capabilities,
+    // an empty root, its own network namespace (checked while it runs).
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } == 0 {
+        let pid = m.status("v2")["status"]["vmm_pid"].as_i64().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap_or_default();
+            line[name.len() + 1..].split_whitespace().map(str::to_string).collect::<Vec<_>>()
+        };
+        assert_ne!(field("Uid")[0], "0", "{status}");
+        assert_eq!(field("CapEff"), ["0000000000000000"], "{status}");
+        assert_eq!(field("NoNewPrivs"), ["1"], "{status}");
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).unwrap(), run2.join("jail"));
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+        assert_ne!(ns(&pid.to_string()), ns("self"), "its own network namespace");
+    }
     let supervisor = m.status("v2")["status"]["supervisor_pid"].as_i64().unwrap() as i32;
     let asked = Instant::now();
     // SAFETY: kill has no memory-safety preconditions.
@@ -199,7 +216,7 @@ fn a_vmm_sandbox_runs_moat_vmm_with_real_device_back_ends() {
     assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}: {err}", asked.elapsed());
     // Exit status 0 is moat-vmm obeying `stop`; a SIGKILL would read `signal: 9`.
     assert!(err.contains("vmm exited (exit status: 0) before the guest agent was ready"), "{err}");
-    assert!(!socket.exists(), "moat-vmm removes its socket when it stops");
+    assert!(!socket.exists(), "the control socket is removed when moat-vmm stops");
     assert_no_process_left(&run2);
 
     m.ok(&["rm", "v"]);

@@ -108,6 +108,12 @@ pub trait Hypervisor: std::fmt::Debug + Send + Sync {
     fn stop_now(&self, _vm: &VmConfig) -> bool {
         false
     }
+
+    /// Files the monitor makes in the run folder, which the supervisor
+    /// removes once it has exited (a confined monitor may not be able to).
+    fn run_files(&self, _vm: &VmConfig) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// Why a backend cannot run.

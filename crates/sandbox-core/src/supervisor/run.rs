@@ -133,6 +133,17 @@ impl Drop for Children {
     }
 }
 
+/// Removes its files when dropped.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), SuperviseError> {
     let io_err = |e| SuperviseError::RunDir(run.path().into(), e);
     let config = std::fs::read(run.config()).map_err(io_err)?;
@@ -202,6 +213,8 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     cmd.stdout(Stdio::piped());
     log_line(run, &format!("supervisor: running {cmd:?}"));
     let (vmm_name, mut vmm, stderr) = spawn_monitor(hv.name(), cmd, run)?;
+    // Declared after the monitor: dropped (files removed) once it was waited for.
+    let _leftovers = RemoveOnDrop(hv.run_files(&vm));
     boot.vmm_spawned_ms = ms(started);
     status.vmm_pid = Some(vmm.id());
     run.write_status(status).map_err(io_err)?;
