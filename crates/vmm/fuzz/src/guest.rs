@@ -51,6 +51,11 @@ pub fn put_len(s: &mut Seed, l: u32) {
     s.u8(3).u32(l);
 }
 
+/// Descriptor flag: the buffer is device-writable.
+const WRITE: u8 = 2;
+/// Descriptor flag: the buffer is an indirect descriptor table.
+const INDIRECT: u8 = 4;
+
 /// A copy of guest RAM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot(Vec<Vec<u8>>);
@@ -73,23 +78,24 @@ impl Snapshot {
     /// Whether some descriptor marks bytes of `[start, end)` device-writable.
     pub fn writable_overlaps(&self, (start, end): (u64, u64)) -> bool {
         let mut r = Vec::new();
-        self.writable_ranges(&mut r);
+        self.ranges_flagged(WRITE, &mut r);
         r.iter().any(|&(s, e)| s < end && start < e)
     }
 
     /// Every guest range a descriptor anywhere in RAM (at any byte offset:
-    /// indirect tables need no alignment) marks device-writable.
-    fn writable_ranges(&self, out: &mut Vec<(u64, u64)>) {
+    /// indirect tables need no alignment) names with `flag` set: buffers the
+    /// device may write ([`WRITE`]), indirect tables ([`INDIRECT`]).
+    fn ranges_flagged(&self, flag: u8, out: &mut Vec<(u64, u64)>) {
         for bytes in &self.0 {
             // RAM is mostly zeros: skip zero words, then look at each byte
-            // that could be the low byte of flags with WRITE (2) set.
+            // that could be the low byte of flags with `flag` set.
             for (w, word) in bytes.chunks_exact(8).enumerate() {
                 if u64::from_ne_bytes(word.try_into().unwrap_or_default()) == 0 {
                     continue;
                 }
                 for (k, &b) in word.iter().enumerate() {
                     let Some(at) = (w * 8 + k).checked_sub(12) else { continue };
-                    let Some(d) = bytes.get(at..at + 16).filter(|_| b & 2 != 0) else { continue };
+                    let Some(d) = bytes.get(at..at + 16).filter(|_| b & flag != 0) else { continue };
                     let len = u64::from(u32::from_le_bytes([d[8], d[9], d[10], d[11]]));
                     if len > 0 {
                         let addr = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
@@ -99,6 +105,22 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// Whether the device's own writes — to `rings` (used rings) or to
+/// device-writable buffers — share bytes with `tables` (descriptor tables)
+/// or an indirect table. Then a descriptor can change halfway through a
+/// notify, and the device may rightly write where no snapshot shows a
+/// writable buffer; the guest did it to itself.
+pub fn self_modifying(before: &Snapshot, after: &Snapshot, tables: &[(u64, u64)], rings: &[(u64, u64)]) -> bool {
+    let mut read = tables.to_vec();
+    let mut written = rings.to_vec();
+    for s in [before, after] {
+        s.ranges_flagged(INDIRECT, &mut read);
+        s.ranges_flagged(WRITE, &mut written);
+    }
+    let (read, written) = (merge(read), merge(written));
+    read.iter().any(|&(s, e)| written.iter().any(|&(s2, e2)| s < e2 && s2 < e))
 }
 
 /// Checks that every byte that differs between `before` and `after` lies in
@@ -126,8 +148,8 @@ pub fn check_writes(before: &Snapshot, after: &Snapshot, rings: &[(u64, u64)]) -
             }
             let ranges = allowed.get_or_insert_with(|| {
                 let mut r = Vec::new();
-                before.writable_ranges(&mut r);
-                after.writable_ranges(&mut r);
+                before.ranges_flagged(WRITE, &mut r);
+                after.ranges_flagged(WRITE, &mut r);
                 merge(r)
             });
             let i = ranges.partition_point(|&(s, _)| s <= at);

@@ -2,7 +2,8 @@
 //!
 //! Each target is a module with `run(&[u8])`, the harness libFuzzer calls
 //! (see `fuzz_targets/`), and `seeds()`, honest programs to start from
-//! (`examples/seeds.rs` writes them to `seeds/<target>/`). A fuzz input is
+//! (`examples/seeds.rs` writes them to `seeds/<target>/`); inputs that once
+//! failed live in `regressions/<target>/` and run as a test. A fuzz input is
 //! read as a small program over [`input::Input`]: every byte string is a
 //! valid one, so no input is wasted on parse errors.
 //!
@@ -56,6 +57,18 @@ mod tests {
                 (t.run)(&seed);
             }
             (t.run)(&[]);
+        }
+    }
+
+    /// Inputs that once failed (`regressions/<target>/`, each named for what
+    /// it found) pass now.
+    #[test]
+    fn every_regression_passes_its_target() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+        for t in crate::TARGETS {
+            for entry in std::fs::read_dir(dir.join(t.name)).into_iter().flatten().flatten() {
+                (t.run)(&std::fs::read(entry.path()).expect("regression input"));
+            }
         }
     }
 }
