@@ -2,6 +2,7 @@
 
 mod bench;
 mod dist;
+mod fuzz;
 mod images;
 mod setup;
 mod test;
@@ -46,6 +47,9 @@ enum Command {
     VmmSmoke,
     /// Check repository rules (file sizes, docs, no ignored tests).
     Tidy,
+    /// Run the cargo-fuzz targets (nightly; installs cargo-fuzz if missing)
+    /// for a while each and print executions and crashes. Not part of CI.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Tidy => tidy::check(),
         Command::Bench(args) => bench::run_benches(&args),
         Command::VmmSmoke => vmm_smoke::run(),
+        Command::Fuzz(args) => fuzz::run_fuzz(&args),
     }
 }

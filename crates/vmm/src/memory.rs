@@ -51,19 +51,35 @@ impl GuestMemory {
     /// Creates `mem_mib` MiB of guest RAM laid out by [`arch::ram_ranges`].
     pub fn new(mem_mib: u32) -> Result<Self, MemoryError> {
         let size = u64::from(mem_mib) * MIB;
+        Self::map(&arch::ram_ranges(size), mem_mib)
+    }
+
+    /// Guest RAM as the given `(guest address, length)` regions rather than
+    /// the architecture's layout: for tests and fuzzing, where chains must be
+    /// able to cross from one region into the next, or into a hole. The
+    /// regions must be in address order and must not overlap.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn with_ranges(ranges: &[(u64, u64)]) -> Result<Self, MemoryError> {
+        let total: u64 = ranges.iter().map(|&(_, len)| len).sum();
+        Self::map(ranges, u32::try_from(total.div_ceil(MIB)).unwrap_or(u32::MAX))
+    }
+
+    /// Backs `ranges` with one memfd of `mem_mib` MiB, region after region.
+    fn map(ranges: &[(u64, u64)], mem_mib: u32) -> Result<Self, MemoryError> {
+        let size: u64 = ranges.iter().map(|&(_, len)| len).sum();
         let memfd = create_memfd(c"moat-guest-ram").map_err(MemoryError::Memfd)?;
         // ftruncate only sets the size: pages are allocated on first touch.
         memfd.set_len(size).map_err(|e| MemoryError::Resize(mem_mib, e))?;
 
-        let mut ranges = Vec::new();
+        let mut mapped = Vec::new();
         let mut file_offset = 0;
-        for (start, len) in arch::ram_ranges(size) {
+        for &(start, len) in ranges {
             let file = memfd.try_clone().map_err(MemoryError::Memfd)?;
             let len_usize = usize::try_from(len).map_err(|e| MemoryError::Map(Box::new(e)))?;
-            ranges.push((GuestAddress(start), len_usize, Some(FileOffset::new(file, file_offset))));
+            mapped.push((GuestAddress(start), len_usize, Some(FileOffset::new(file, file_offset))));
             file_offset += len;
         }
-        let mmap = GuestMemoryMmap::from_ranges_with_files(&ranges).map_err(|e| MemoryError::Map(Box::new(e)))?;
+        let mmap = GuestMemoryMmap::from_ranges_with_files(&mapped).map_err(|e| MemoryError::Map(Box::new(e)))?;
         Ok(Self { mmap, memfd, mem_mib })
     }
 
@@ -74,7 +90,7 @@ impl GuestMemory {
 
     /// Guest RAM size in bytes.
     pub fn size(&self) -> u64 {
-        u64::from(self.mem_mib) * MIB
+        self.mmap.iter().map(|r| r.len()).sum()
     }
 
     /// The memfd holding guest RAM, to share with out-of-process back-ends.
@@ -156,5 +172,17 @@ mod tests {
     fn access_past_the_end_is_an_error() {
         let mem = GuestMemory::new(2).unwrap();
         assert!(matches!(mem.write(2 * MIB - 2, b"abcd"), Err(MemoryError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn explicit_ranges_are_separate_regions_with_a_hole_between() {
+        let mem = GuestMemory::with_ranges(&[(0, 0x1_0000), (0x1_0000, 0x1_0000), (0x4_0000, 0x1_0000)]).unwrap();
+        assert_eq!(mem.regions().len(), 3);
+        assert_eq!(mem.size(), 0x3_0000);
+        mem.write(0x1_0000 - 2, b"span").unwrap();
+        let mut buf = [0u8; 4];
+        mem.read(0x1_0000 - 2, &mut buf).unwrap();
+        assert_eq!(&buf, b"span", "adjacent regions read as one range");
+        assert!(mem.write(0x2_0000 - 2, b"hole").is_err(), "nothing is mapped at 0x2_0000");
     }
 }

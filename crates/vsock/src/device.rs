@@ -162,8 +162,8 @@ impl VsockDevice {
     }
 
     /// Lengths of the queues of connections with packets due and of RSTs due.
-    #[cfg(test)]
-    pub(crate) fn queue_lens(&self) -> (usize, usize) {
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn queue_lens(&self) -> (usize, usize) {
         (self.ready.len(), self.rsts.len())
     }
 
