@@ -28,13 +28,19 @@ impl VirtioDevice for Block {
         Block::config(self)
     }
 
-    /// Handles every available request, in order. Bounded: with the vCPU
-    /// that notified us parked in this exit, the ring holds at most a
-    /// queue's worth of requests, and virtio-queue refuses an available
-    /// index more than a queue size ahead.
+    /// Handles the available requests, in order, at most two queues' worth
+    /// per notification. virtio-queue refuses an available index more than a
+    /// queue size ahead, but the index can keep moving while we work — another
+    /// vCPU adding requests, or our own reads landing on the ring — and this
+    /// thread must get back to its vCPU (to be paused or stopped). Requests
+    /// left over are handled on the next notification, which whoever added
+    /// them sends after this one.
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let mut budget = 2 * usize::from(queue.size()).max(1);
+        while budget > 0 {
+            budget -= 1;
+            let Some(chain) = queue.pop_descriptor_chain(mem) else { break };
             let head = chain.head_index();
             let written = self.handle(chain, mem);
             // A head index past the queue can't be returned; the chains
