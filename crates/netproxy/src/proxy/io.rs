@@ -1,6 +1,6 @@
-//! Stream plumbing: a boxed stream type, a buffered reader that hands back
-//! what it read ahead, a stream that replays bytes already read, and a byte
-//! counter.
+//! Stream plumbing: a boxed stream type, a buffered, counting stream that
+//! hands back what it read ahead, and a stream that replays bytes already
+//! read.
 
 use std::io;
 use std::pin::Pin;
@@ -202,49 +202,6 @@ impl AsyncRead for Prefixed {
 impl AsyncWrite for Prefixed {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// A stream that counts the bytes read from and written to it (for tunnels,
-/// whose bytes bypass [`Conn`]).
-pub(crate) struct Counted {
-    io: BoxIo,
-    pub(crate) read: u64,
-    pub(crate) written: u64,
-}
-
-impl Counted {
-    pub(crate) fn new(io: BoxIo) -> Counted {
-        Counted { io, read: 0, written: 0 }
-    }
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.read += (buf.filled().len() - before) as u64;
-        poll
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            this.written += n as u64;
-        }
-        poll
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

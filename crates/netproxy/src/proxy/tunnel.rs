@@ -11,14 +11,13 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;
 
 use crate::log::{LogMode, LogVerdict};
 use crate::policy::{Decision, Ports, Reason};
 
 use super::forward::{self, Mode};
-use super::io::{Conn, Counted, Prefixed};
+use super::io::{Conn, Prefixed};
 use super::record::Tracker;
 use super::reply;
 use super::server::Inner;
@@ -172,15 +171,11 @@ pub(crate) async fn run(
     tracker.finish(LogVerdict::Allowed);
 }
 
-/// Copies bytes both ways until both sides are done.
-async fn relay(client: Conn, connected: Connected, mut tracker: Tracker) {
-    let (mut io, read_ahead) = client.into_parts();
-    let mut up = Counted::new(Box::new(connected.tcp));
-    let result = async {
-        up.write_all(&read_ahead).await?;
-        tokio::io::copy_bidirectional(&mut io, &mut up).await
-    }
-    .await;
+/// Copies bytes both ways until both sides are done (the client's bytes
+/// read ahead while sniffing go first).
+async fn relay(mut client: Conn, connected: Connected, mut tracker: Tracker) {
+    let mut up = Conn::new(Box::new(connected.tcp));
+    let result = tokio::io::copy_bidirectional(&mut client, &mut up).await;
     tracker.bytes(up.written, up.read);
     if let Err(e) = result {
         tracker.note(format!("the tunnel ended with an error: {e}"));
