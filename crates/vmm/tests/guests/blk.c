@@ -9,39 +9,8 @@
  * read-only device must answer IOERR), flushes, and reports each step on
  * COM1. Exit code 0 when every step went as expected, 1 otherwise. */
 #include "guest.h"
-
-#define VIRTIO_BASE 0xd0000000UL
-#define VIRTIO_IRQ 5
-#define REG(off) (*(volatile unsigned int *)(VIRTIO_BASE + (off)))
-
-#define MAGIC_VALUE 0x000
-#define VERSION 0x004
-#define DEVICE_ID 0x008
-#define DEVICE_FEATURES 0x010
-#define DEVICE_FEATURES_SEL 0x014
-#define DRIVER_FEATURES 0x020
-#define DRIVER_FEATURES_SEL 0x024
-#define QUEUE_SEL 0x030
-#define QUEUE_NUM_MAX 0x034
-#define QUEUE_NUM 0x038
-#define QUEUE_READY 0x044
-#define QUEUE_NOTIFY 0x050
-#define INTERRUPT_STATUS 0x060
-#define INTERRUPT_ACK 0x064
-#define STATUS 0x070
-#define QUEUE_DESC_LOW 0x080
-#define QUEUE_DESC_HIGH 0x084
-#define QUEUE_DRIVER_LOW 0x090
-#define QUEUE_DRIVER_HIGH 0x094
-#define QUEUE_DEVICE_LOW 0x0a0
-#define QUEUE_DEVICE_HIGH 0x0a4
-#define CONFIG 0x100
-
-#define S_ACKNOWLEDGE 1
-#define S_DRIVER 2
-#define S_DRIVER_OK 4
-#define S_FEATURES_OK 8
-#define S_NEEDS_RESET 0x40
+#include "virtio_mmio.h"
+#include "apic.h"
 
 #define F_SEG_MAX (1u << 2)
 #define F_RO (1u << 5)
@@ -54,13 +23,6 @@
 #define BLK_S_OK 0
 #define BLK_S_IOERR 1
 
-#define D_NEXT 1
-#define D_WRITE 2
-
-#define LAPIC 0xfee00000UL
-#define LAPIC_SVR 0xf0
-#define LAPIC_IRR 0x200
-#define IOAPIC 0xfec00000UL
 #define IRQ_VECTOR 0x35
 
 #define QSIZE 8
@@ -154,28 +116,6 @@ static void set_queue_addr(unsigned int low_reg, const volatile void *p) {
     REG(low_reg + 4) = (unsigned int)(a >> 32);
 }
 
-static void ioapic_write(unsigned int reg, unsigned int value) {
-    *(volatile unsigned int *)IOAPIC = reg;
-    *(volatile unsigned int *)(IOAPIC + 0x10) = value;
-}
-
-/* Route IOAPIC pin VIRTIO_IRQ to IRQ_VECTOR on APIC 0 (fixed, edge, high). */
-static void route_irq(void) {
-    *(volatile unsigned int *)(LAPIC + LAPIC_SVR) = 0x1ff; /* software-enable */
-    ioapic_write(0x10 + 2 * VIRTIO_IRQ + 1, 0);
-    ioapic_write(0x10 + 2 * VIRTIO_IRQ, IRQ_VECTOR);
-}
-
-/* With IF=0 a delivered interrupt waits in the local APIC's IRR. KVM
- * injects irqfd writes from a kernel worker, so give it a moment. */
-static int irq_pending(void) {
-    volatile unsigned int *irr = (volatile unsigned int *)(LAPIC + LAPIC_IRR + 0x10 * (IRQ_VECTOR / 32));
-    for (int i = 0; i < 100000; i++) {
-        if (*irr & (1u << (IRQ_VECTOR % 32))) return 1;
-    }
-    return 0;
-}
-
 void _start(void) {
     if (REG(MAGIC_VALUE) != 0x74726976 || REG(VERSION) != 2 || REG(DEVICE_ID) != 2) {
         serial_puts("blk: no virtio-blk device\n");
@@ -203,7 +143,7 @@ void _start(void) {
     set_queue_addr(QUEUE_DRIVER_LOW, &avail);
     set_queue_addr(QUEUE_DEVICE_LOW, &used);
     REG(QUEUE_READY) = 1;
-    route_irq();
+    route_irq(VIRTIO_IRQ, IRQ_VECTOR);
     REG(STATUS) = S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
     check((REG(STATUS) & (S_DRIVER_OK | S_NEEDS_RESET)) == S_DRIVER_OK, "device live");
 
@@ -219,7 +159,7 @@ void _start(void) {
     check(REG(INTERRUPT_STATUS) == 1, "interrupt status");
     REG(INTERRUPT_ACK) = 1;
     check(REG(INTERRUPT_STATUS) == 0, "interrupt ack");
-    check(irq_pending(), "irq delivered");
+    check(vector_pending(IRQ_VECTOR), "irq delivered");
 
     for (unsigned int i = 0; i < 512; i++) data[i] = sector1_byte(i);
     int st = request(T_OUT, 1, 512, 0);

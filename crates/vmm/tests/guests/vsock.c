@@ -11,42 +11,9 @@
  * back-end's interrupts reached the local APIC through the irqfd. Each step
  * is reported on COM1; exit code 0 when all went as expected. */
 #include "guest.h"
+#include "virtio_mmio.h"
+#include "apic.h"
 
-#define VIRTIO_BASE 0xd0000000UL
-#define VIRTIO_IRQ 5
-#define REG(off) (*(volatile unsigned int *)(VIRTIO_BASE + (off)))
-
-#define MAGIC_VALUE 0x000
-#define VERSION 0x004
-#define DEVICE_ID 0x008
-#define DEVICE_FEATURES 0x010
-#define DEVICE_FEATURES_SEL 0x014
-#define DRIVER_FEATURES 0x020
-#define DRIVER_FEATURES_SEL 0x024
-#define QUEUE_SEL 0x030
-#define QUEUE_NUM_MAX 0x034
-#define QUEUE_NUM 0x038
-#define QUEUE_READY 0x044
-#define QUEUE_NOTIFY 0x050
-#define INTERRUPT_STATUS 0x060
-#define STATUS 0x070
-#define QUEUE_DESC_LOW 0x080
-#define QUEUE_DRIVER_LOW 0x090
-#define QUEUE_DEVICE_LOW 0x0a0
-#define CONFIG 0x100
-
-#define S_ACKNOWLEDGE 1
-#define S_DRIVER 2
-#define S_DRIVER_OK 4
-#define S_FEATURES_OK 8
-#define S_NEEDS_RESET 0x40
-
-#define D_WRITE 2
-
-#define LAPIC 0xfee00000UL
-#define LAPIC_SVR 0xf0
-#define LAPIC_IRR 0x200
-#define IOAPIC 0xfec00000UL
 #define IRQ_VECTOR 0x35
 
 #define QSIZE 8
@@ -132,19 +99,6 @@ static int wait_used(int q, unsigned short idx) {
     return 0;
 }
 
-static void ioapic_write(unsigned int reg, unsigned int value) {
-    *(volatile unsigned int *)IOAPIC = reg;
-    *(volatile unsigned int *)(IOAPIC + 0x10) = value;
-}
-
-static int irq_pending(void) {
-    volatile unsigned int *irr = (volatile unsigned int *)(LAPIC + LAPIC_IRR + 0x10 * (IRQ_VECTOR / 32));
-    for (int i = 0; i < 100000; i++) {
-        if (*irr & (1u << (IRQ_VECTOR % 32))) return 1;
-    }
-    return 0;
-}
-
 void _start(void) {
     check(REG(MAGIC_VALUE) == 0x74726976 && REG(VERSION) == 2 && REG(DEVICE_ID) == 19, "identity");
     check(REG(CONFIG) == GUEST_CID && REG(CONFIG + 4) == 0, "guest cid");
@@ -173,9 +127,7 @@ void _start(void) {
     REG(QUEUE_SEL) = 3;
     check(sizes_ok && REG(QUEUE_NUM_MAX) == 0, "three queues");
 
-    *(volatile unsigned int *)(LAPIC + LAPIC_SVR) = 0x1ff;
-    ioapic_write(0x10 + 2 * VIRTIO_IRQ + 1, 0);
-    ioapic_write(0x10 + 2 * VIRTIO_IRQ, IRQ_VECTOR);
+    route_irq(VIRTIO_IRQ, IRQ_VECTOR);
     REG(STATUS) = S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
     check((REG(STATUS) & (S_DRIVER_OK | S_NEEDS_RESET)) == S_DRIVER_OK, "device live");
 
@@ -186,7 +138,7 @@ void _start(void) {
               req->dst_cid == GUEST_CID && req->dst_port == GUEST_PORT,
           "connection request");
     check(REG(INTERRUPT_STATUS) & 1, "interrupt status");
-    check(irq_pending(), "irq delivered");
+    check(vector_pending(IRQ_VECTOR), "irq delivered");
 
     tx_hdr.src_cid = GUEST_CID;
     tx_hdr.dst_cid = HOST_CID;
