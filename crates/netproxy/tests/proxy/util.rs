@@ -21,7 +21,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -150,73 +150,73 @@ impl Upstream {
     /// A raw server: records bytes; answers an HTTP request head with a
     /// fixed response ([`FIXED_RESPONSE`]), echoes anything else.
     async fn raw_server(ip: [u8; 4]) -> Upstream {
-        let (listener, up) = Upstream::bind(ip).await;
-        let server = up.clone();
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                server.connections.fetch_add(1, Ordering::SeqCst);
-                let raw = Arc::clone(&server.raw);
-                tokio::spawn(async move {
-                    let mut seen = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = tcp.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        raw.lock().expect("lock").extend_from_slice(&buf[..n]);
-                        seen.extend_from_slice(&buf[..n]);
-                        let http = seen.first().is_some_and(u8::is_ascii_uppercase);
-                        if http && seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let _ = tcp.write_all(FIXED_RESPONSE).await;
-                            break;
-                        }
-                        if !http && tcp.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+        Upstream::serve_tcp(ip, |mut tcp, raw| async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = tcp.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                raw.lock().expect("lock").extend_from_slice(&buf[..n]);
+                seen.extend_from_slice(&buf[..n]);
+                let http = seen.first().is_some_and(u8::is_ascii_uppercase);
+                if http && seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let _ = tcp.write_all(FIXED_RESPONSE).await;
+                    break;
+                }
+                if !http && tcp.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
             }
-        });
-        up
+        })
+        .await
     }
-}
 
-impl Upstream {
     /// A WebSocket-style server: reads one request head (recorded in
     /// `raw`), answers `101 Switching Protocols` with the protocol the head's
     /// `Upgrade` names — or `h2c` when it names none, like a server that
     /// switches unasked — and then echoes every byte.
     async fn websocket(ip: [u8; 4]) -> Upstream {
+        Upstream::serve_tcp(ip, |mut tcp, raw| async move {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tcp.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => return,
+                }
+            }
+            raw.lock().expect("lock").extend_from_slice(&head);
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let protocol = text
+                .lines()
+                .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| "h2c".to_string());
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n"
+            );
+            if tcp.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            let (mut r, mut w) = tcp.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        })
+        .await
+    }
+
+    /// A TCP server on `ip` running `handle` for each connection (with the
+    /// shared record of raw bytes), counting connections.
+    async fn serve_tcp<F, Fut>(ip: [u8; 4], handle: F) -> Upstream
+    where
+        F: Fn(TcpStream, Arc<Mutex<Vec<u8>>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (listener, up) = Upstream::bind(ip).await;
         let server = up.clone();
         tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 server.connections.fetch_add(1, Ordering::SeqCst);
-                let raw = Arc::clone(&server.raw);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match tcp.read(&mut byte).await {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    raw.lock().expect("lock").extend_from_slice(&head);
-                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                    let protocol = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_string()))
-                        .unwrap_or_else(|| "h2c".to_string());
-                    let answer = format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n"
-                    );
-                    if tcp.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let (mut r, mut w) = tcp.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
+                tokio::spawn(handle(tcp, Arc::clone(&server.raw)));
             }
         });
         up
