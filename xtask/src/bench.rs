@@ -14,6 +14,9 @@ pub enum Which {
     /// The egress proxy on loopback against direct, mitmproxy and squid,
     /// then policy decisions per second with 1,000 rules.
     Egress,
+    /// moat-vsock's device code driven by an in-process guest driver, each
+    /// way, against a Unix socketpair.
+    Vsock,
 }
 
 /// `cargo xtask bench` arguments.
@@ -29,10 +32,13 @@ pub struct Args {
 
 /// Runs the chosen benchmark programs.
 pub fn run_benches(args: &Args) -> Result<()> {
-    // Egress first: it needs no guest images, so its figures come out even
-    // where the lifecycle benchmark cannot run.
+    // Egress and vsock first: they need no guest images, so their figures
+    // come out even where the lifecycle benchmark cannot run.
     if matches!(args.which, Which::All | Which::Egress) {
         egress(&args.egress_args)?;
+    }
+    if matches!(args.which, Which::All | Which::Vsock) {
+        run(cargo().args(["bench", "--quiet", "-p", "moat-vsock", "--bench", "throughput"]))?;
     }
     if matches!(args.which, Which::All | Which::Lifecycle) {
         lifecycle()?;

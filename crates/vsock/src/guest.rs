@@ -4,11 +4,15 @@
 //! `VIRTIO_RING_F_EVENT_IDX`, `avail_event`), and it looks at RX buffers only
 //! after the device interrupted it. A lost wakeup therefore shows up as a
 //! stalled test, as it would in a real guest.
+//!
+//! Public with the `test-utils` feature, for the throughput bench.
 
 use std::collections::VecDeque;
 use std::num::Wrapping;
+use std::ops::Range;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY};
 use virtio_queue::{Queue, QueueT};
@@ -21,11 +25,16 @@ use crate::packet::{Header, Op, HDR_LEN, HOST_CID, TYPE_STREAM};
 pub const GUEST_CID: u64 = 3;
 pub const MEM_SIZE: usize = 64 << 20;
 const QUEUE_SIZE: u16 = 256;
-const HEAP_START: u64 = 1 << 20;
+/// RX buffers come from `[RX_HEAP, TX_HEAP)`, packets from `[TX_HEAP, MEM_SIZE)`,
+/// each area reused round-robin: buffers in flight are the last few taken
+/// from their area, so on long runs neither direction overwrites the other's.
+const RX_HEAP: u64 = 1 << 20;
+const TX_HEAP: u64 = 9 << 20;
 /// What Linux gives an RX buffer: one page of payload behind the header.
 pub const RX_BUF: u32 = HDR_LEN as u32 + 4096;
 
 /// One split ring, seen from the driver.
+#[derive(Debug)]
 pub struct Ring {
     pub desc: GuestAddress,
     pub avail: GuestAddress,
@@ -127,6 +136,7 @@ impl Unchecked for GuestAddress {
 }
 
 /// A device, its rings and a driver, pumped like the vhost-user worker does.
+#[derive(Debug)]
 pub struct Bench {
     pub dev: VsockDevice,
     pub mem: GuestMemoryMmap,
@@ -135,7 +145,8 @@ pub struct Bench {
     pub txq: Queue,
     pub rxq: Queue,
     pub event_idx: bool,
-    heap: u64,
+    rx_heap: u64,
+    tx_heap: u64,
     tx_kick: bool,
     rx_kick: bool,
     /// Give the device a fresh RX buffer for each one it fills (as Linux does).
@@ -146,6 +157,10 @@ pub struct Bench {
     pub interrupts: usize,
     poller: Epoll,
     pub dir: tempfile::TempDir,
+    /// A thread CPU clock: when set, [`Bench::device_cpu`] adds up the time
+    /// spent in the device's entry points.
+    pub clock: Option<fn() -> Duration>,
+    pub device_cpu: Duration,
 }
 
 impl Bench {
@@ -171,7 +186,8 @@ impl Bench {
             txq,
             rxq,
             event_idx,
-            heap: HEAP_START,
+            rx_heap: RX_HEAP,
+            tx_heap: TX_HEAP,
             tx_kick: false,
             rx_kick: false,
             refill: true,
@@ -180,6 +196,8 @@ impl Bench {
             interrupts: 0,
             poller,
             dir,
+            clock: None,
+            device_cpu: Duration::ZERO,
         };
         b.add_rx_buffers(64);
         b
@@ -194,19 +212,28 @@ impl Bench {
         UnixListener::bind(self.dir.path().join(format!("v.sock_{port}"))).unwrap()
     }
 
-    fn alloc(&mut self, len: u32) -> GuestAddress {
-        if self.heap + u64::from(len) > MEM_SIZE as u64 {
-            self.heap = HEAP_START;
+    /// Space for a buffer in `[start, end)`, taken after `*next`.
+    fn alloc(next: &mut u64, start: u64, end: u64, len: u32) -> GuestAddress {
+        if *next + u64::from(len) > end {
+            *next = start;
         }
-        let a = GuestAddress(self.heap);
-        self.heap = (self.heap + u64::from(len) + 63) & !63;
+        let a = GuestAddress(*next);
+        *next = (*next + u64::from(len) + 63) & !63;
         a
+    }
+
+    fn alloc_rx(&mut self, len: u32) -> GuestAddress {
+        Bench::alloc(&mut self.rx_heap, RX_HEAP, TX_HEAP, len)
+    }
+
+    fn alloc_tx(&mut self, len: u32) -> GuestAddress {
+        Bench::alloc(&mut self.tx_heap, TX_HEAP, MEM_SIZE as u64, len)
     }
 
     pub fn add_rx_buffers(&mut self, n: usize) {
         for _ in 0..n {
             let split = self.rx_split.clone();
-            let bufs: Vec<_> = split.iter().map(|&l| (self.alloc(l), l, true)).collect();
+            let bufs: Vec<_> = split.iter().map(|&l| (self.alloc_rx(l), l, true)).collect();
             self.rx_kick |= self.rx.push(&self.mem, &bufs, self.event_idx);
         }
     }
@@ -214,16 +241,16 @@ impl Bench {
     /// Queues one packet on TX, its header and payload bytes cut into descriptors
     /// of the lengths in `split` (the last one takes the rest).
     pub fn send_split(&mut self, hdr: &Header, payload: &[u8], split: &[usize]) {
-        let mut bytes = hdr.encode().to_vec();
-        bytes.extend_from_slice(payload);
-        let mut bufs = Vec::new();
-        let mut rest = &bytes[..];
+        let hdr = hdr.encode();
+        let (mut bufs, mut at, len) = (Vec::new(), 0, HDR_LEN + payload.len());
         for (i, &cut) in split.iter().enumerate() {
-            let n = if i + 1 == split.len() { rest.len() } else { cut.min(rest.len()) };
-            let a = self.alloc(n as u32);
-            self.mem.write_slice(&rest[..n], a).unwrap();
+            let n = if i + 1 == split.len() { len - at } else { cut.min(len - at) };
+            let a = self.alloc_tx(n as u32);
+            let (h, p) = packet_bytes(at, n);
+            self.mem.write_slice(&hdr[h.clone()], a).unwrap();
+            self.mem.write_slice(&payload[p], a.unchecked(h.len() as u64)).unwrap();
             bufs.push((a, n as u32, false));
-            rest = &rest[n..];
+            at += n;
         }
         self.tx_kick |= self.tx.push(&self.mem, &bufs, self.event_idx);
     }
@@ -237,23 +264,8 @@ impl Bench {
 
     /// Runs the device like its worker thread would until nothing happens for `idle_ms`.
     pub fn pump_for(&mut self, idle_ms: i32) {
-        let mut events = [EpollEvent::default(); 1];
         for _ in 0..100_000 {
-            let busy = self.tx_kick || self.rx_kick;
-            let host = self.poller.wait(if busy { 0 } else { idle_ms }, &mut events).unwrap() > 0;
-            if host {
-                self.dev.handle_host_events();
-                self.run_rx();
-            }
-            if std::mem::take(&mut self.tx_kick) {
-                self.dev.process_tx(&mut self.txq, &self.mem);
-                self.tx.take_used(&self.mem);
-                self.run_rx();
-            }
-            if std::mem::take(&mut self.rx_kick) {
-                self.run_rx();
-            }
-            if !busy && !host {
+            if !self.pump_once(idle_ms) {
                 return;
             }
         }
@@ -264,24 +276,60 @@ impl Bench {
         self.pump_for(30);
     }
 
+    /// One turn of the worker's loop: waits up to `wait_ms` for host events
+    /// (not at all while a kick is pending), then serves the host events and
+    /// the kicks. Returns whether there was anything to do.
+    pub fn pump_once(&mut self, wait_ms: i32) -> bool {
+        let mut events = [EpollEvent::default(); 1];
+        let busy = self.tx_kick || self.rx_kick;
+        let host = self.poller.wait(if busy { 0 } else { wait_ms }, &mut events).unwrap() > 0;
+        if host {
+            self.timed(|b| b.dev.handle_host_events());
+            self.run_rx();
+        }
+        if std::mem::take(&mut self.tx_kick) {
+            self.timed(|b| b.dev.process_tx(&mut b.txq, &b.mem));
+            self.tx.take_used(&self.mem);
+            self.run_rx();
+        }
+        if std::mem::take(&mut self.rx_kick) {
+            self.run_rx();
+        }
+        busy || host
+    }
+
+    /// Calls into the device, adding its CPU time to `device_cpu` if there is a clock.
+    fn timed<R>(&mut self, f: impl FnOnce(&mut Bench) -> R) -> R {
+        let Some(clock) = self.clock else { return f(self) };
+        let start = clock();
+        let r = f(self);
+        self.device_cpu += clock().saturating_sub(start);
+        r
+    }
+
     fn run_rx(&mut self) {
-        if !self.dev.process_rx(&mut self.rxq, &self.mem) {
+        if !self.timed(|b| b.dev.process_rx(&mut b.rxq, &b.mem)) {
             return;
         }
         self.interrupts += 1;
         let used = self.rx.take_used(&self.mem);
         for (bufs, len) in &used {
-            let mut bytes = Vec::new();
+            let len = *len as usize;
+            assert!(len >= HDR_LEN, "device used an RX buffer with {len} bytes");
+            let room: usize = bufs.iter().map(|&(_, l)| l as usize).sum();
+            assert!(len <= room, "used length {len} beyond the RX buffer's {room} bytes");
+            let (mut hdr, mut payload) = ([0u8; HDR_LEN], vec![0u8; len - HDR_LEN]);
+            let mut at = 0;
             for &(a, l) in bufs {
-                let mut b = vec![0u8; l as usize];
-                self.mem.read_slice(&mut b, a).unwrap();
-                bytes.extend_from_slice(&b);
+                let n = (l as usize).min(len - at);
+                let (h, p) = packet_bytes(at, n);
+                self.mem.read_slice(&mut hdr[h.clone()], a).unwrap();
+                self.mem.read_slice(&mut payload[p], a.unchecked(h.len() as u64)).unwrap();
+                at += n;
             }
-            bytes.truncate(*len as usize);
-            assert!(bytes.len() >= HDR_LEN, "device used an RX buffer with {len} bytes");
-            let hdr = Header::decode(bytes[..HDR_LEN].try_into().unwrap());
-            assert_eq!(hdr.len as usize, bytes.len() - HDR_LEN, "used length and header len disagree");
-            self.received.push_back((hdr, bytes[HDR_LEN..].to_vec()));
+            let hdr = Header::decode(&hdr);
+            assert_eq!(hdr.len as usize, len - HDR_LEN, "used length and header len disagree");
+            self.received.push_back((hdr, payload));
         }
         if self.refill {
             self.add_rx_buffers(used.len());
@@ -300,6 +348,12 @@ impl Bench {
         (self.tx, self.rx) = (Ring::new(0x1000), Ring::new(0x10000));
         (self.txq, self.rxq) = (self.tx.queue(self.event_idx), self.rx.queue(self.event_idx));
     }
+}
+
+/// Where a packet's bytes `[at, at + n)` lie: a range of the header, then one of the payload.
+fn packet_bytes(at: usize, n: usize) -> (Range<usize>, Range<usize>) {
+    let end = at + n;
+    (at.min(HDR_LEN)..end.min(HDR_LEN), at.max(HDR_LEN) - HDR_LEN..end.max(HDR_LEN) - HDR_LEN)
 }
 
 /// Builder-style flags for test packets.

@@ -25,8 +25,8 @@ pub mod stats;
 pub mod vhost_user;
 mod virtq;
 
-#[cfg(test)]
-mod guest;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod guest;
 
 pub use device::{DeviceConfig, DeviceError, VsockDevice};
 pub use vhost_user::{serve, Config, ServeError};
