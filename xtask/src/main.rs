@@ -41,7 +41,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Run the benchmarks (release builds) and print the figures: `bench egress`
-    /// for the proxy alone, `bench lifecycle` for real guests, nothing for all.
+    /// for the proxy alone, `bench vsock` for the vsock device, `bench lifecycle`
+    /// for real guests, nothing for all.
     Bench(bench::Args),
     /// Boot moat-vmm's freestanding test guests through /dev/kvm; prints `vmm-smoke: ok` last.
     VmmSmoke,
