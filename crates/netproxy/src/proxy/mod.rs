@@ -45,5 +45,5 @@ mod upstream;
 
 pub use ca::{CaError, CertificateAuthority, CA_FILE, DEFAULT_LEAF_CACHE};
 pub use intercept::{HeaderError, Headers, Intercept};
-pub use resolve::{Resolve, ResolveFuture, StaticResolver, SystemResolver};
+pub use resolve::{OrSystem, Resolve, ResolveFuture, StaticResolver, SystemResolver};
 pub use server::{Limits, Proxy, ProxyConfig, ProxyError};

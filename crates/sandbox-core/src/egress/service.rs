@@ -7,8 +7,7 @@
 //! exactly those sockets and nothing else, so a port it doesn't serve is a
 //! refused connection.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use moat_guest_agent::proto::egress::{self as wire, GuestNetConfig, TransparentH
 use moat_netproxy::dns::{FakeIps, Responder};
 use moat_netproxy::log::{ConnectionSink, SqliteLog};
 use moat_netproxy::policy::Policy;
-use moat_netproxy::proxy::{CertificateAuthority, Proxy, ProxyConfig, Resolve, ResolveFuture, SystemResolver};
+use moat_netproxy::proxy::{CertificateAuthority, Proxy, ProxyConfig, StaticResolver};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -133,7 +132,9 @@ pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<Egr
     let vault = crate::credentials::open_vault_in(&paths.secrets_dir)?;
     let home_files = super::inject::home_files(&vault, sandbox);
     let mut config = ProxyConfig::new(Arc::clone(&policy), ca, Arc::clone(&sink));
-    config.resolver = Arc::new(HostsResolver { overrides: read_hosts(&paths.hosts_file) });
+    // `$MOAT_HOME/hosts` (a missing file is no overrides), then the host's resolver.
+    let hosts = std::fs::read_to_string(&paths.hosts_file).unwrap_or_default();
+    config.resolver = Arc::new(StaticResolver::from_hosts(&hosts).or_system());
     config.intercept = Some(Arc::new(super::inject::CredentialInjector::new(vault)));
     match std::fs::read_to_string(&paths.extra_roots) {
         Ok(pem) => config.extra_roots_pem.push(pem),
@@ -243,55 +244,4 @@ async fn transparent(mut stream: UnixStream, shared: &Shared) {
     let dst = SocketAddr::from(header.dst);
     let hint = shared.fake.lookup_ip(*header.dst.ip());
     shared.proxy.serve_transparent(stream, &shared.sandbox, dst, hint).await;
-}
-
-/// The host's resolver, with the installation's `hosts` overrides first.
-struct HostsResolver {
-    overrides: HashMap<String, Vec<IpAddr>>,
-}
-
-impl Resolve for HostsResolver {
-    fn resolve<'a>(&'a self, host: &'a str) -> ResolveFuture<'a> {
-        match self.overrides.get(host) {
-            Some(ips) => {
-                let ips = ips.clone();
-                Box::pin(async move { Ok(ips) })
-            }
-            None => SystemResolver.resolve(host),
-        }
-    }
-}
-
-/// `hosts`-format overrides; a missing file is no overrides, bad lines are skipped.
-fn read_hosts(path: &Path) -> HashMap<String, Vec<IpAddr>> {
-    let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else { return map };
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let Some(Ok(ip)) = words.next().map(str::parse::<IpAddr>) else { continue };
-        for name in words {
-            map.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default().push(ip);
-        }
-    }
-    map
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    #[test]
-    fn hosts_overrides_parse_like_etc_hosts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hosts");
-        std::fs::write(&path, "# test names\n127.0.0.1 api.test  Other.Test.\nnot-an-ip x.test\n::1 api.test\n")
-            .unwrap();
-        let map = read_hosts(&path);
-        assert_eq!(map["api.test"], vec![IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()]);
-        assert_eq!(map["other.test"], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-        assert!(!map.contains_key("x.test"));
-        assert!(read_hosts(&dir.path().join("missing")).is_empty());
-    }
 }
