@@ -9,7 +9,6 @@
  * read-only device must answer IOERR), flushes, and reports each step on
  * COM1. Exit code 0 when every step went as expected, 1 otherwise. */
 #include "guest.h"
-#include "virtio_mmio.h"
 #include "apic.h"
 
 #define F_SEG_MAX (1u << 2)
@@ -26,23 +25,8 @@
 #define IRQ_VECTOR 0x35
 
 #define QSIZE 8
+#include "virtio_mmio.h"
 
-struct desc {
-    unsigned long addr;
-    unsigned int len;
-    unsigned short flags, next;
-};
-struct avail {
-    unsigned short flags, idx, ring[QSIZE], used_event;
-};
-struct used_elem {
-    unsigned int id, len;
-};
-struct used {
-    unsigned short flags, idx;
-    struct used_elem ring[QSIZE];
-    unsigned short avail_event;
-};
 struct blk_header {
     unsigned int type, reserved;
     unsigned long sector;
@@ -108,12 +92,6 @@ static int request(unsigned int type, unsigned long sector, unsigned int len, in
     }
     used_seen++;
     return blk_status;
-}
-
-static void set_queue_addr(unsigned int low_reg, const volatile void *p) {
-    unsigned long a = (unsigned long)p;
-    REG(low_reg) = (unsigned int)a;
-    REG(low_reg + 4) = (unsigned int)(a >> 32);
 }
 
 void _start(void) {

@@ -39,4 +39,33 @@
 #define D_NEXT 1
 #define D_WRITE 2
 
+/* A split virtqueue of QSIZE entries, as the driver lays it out (define
+ * QSIZE before including this header). */
+#ifndef QSIZE
+#error "define QSIZE (the queue size) before including virtio_mmio.h"
+#endif
+struct desc {
+    unsigned long addr;
+    unsigned int len;
+    unsigned short flags, next;
+};
+struct avail {
+    unsigned short flags, idx, ring[QSIZE], used_event;
+};
+struct used_elem {
+    unsigned int id, len;
+};
+struct used {
+    unsigned short flags, idx;
+    struct used_elem ring[QSIZE];
+    unsigned short avail_event;
+};
+
+/* Writes a ring's guest-physical address into a LOW/HIGH register pair. */
+static inline void set_queue_addr(unsigned int low_reg, const volatile void *p) {
+    unsigned long a = (unsigned long)p;
+    REG(low_reg) = (unsigned int)a;
+    REG(low_reg + 4) = (unsigned int)(a >> 32);
+}
+
 #endif

@@ -11,12 +11,12 @@
  * back-end's interrupts reached the local APIC through the irqfd. Each step
  * is reported on COM1; exit code 0 when all went as expected. */
 #include "guest.h"
-#include "virtio_mmio.h"
 #include "apic.h"
 
 #define IRQ_VECTOR 0x35
 
 #define QSIZE 8
+#include "virtio_mmio.h"
 #define NQUEUES 3
 #define RX 0
 #define TX 1
@@ -28,22 +28,6 @@
 #define OP_RESPONSE 2
 #define TYPE_STREAM 1
 
-struct desc {
-    unsigned long addr;
-    unsigned int len;
-    unsigned short flags, next;
-};
-struct avail {
-    unsigned short flags, idx, ring[QSIZE], used_event;
-};
-struct used_elem {
-    unsigned int id, len;
-};
-struct used {
-    unsigned short flags, idx;
-    struct used_elem ring[QSIZE];
-    unsigned short avail_event;
-};
 struct queue {
     struct desc descs[QSIZE] __attribute__((aligned(4096)));
     struct avail avail __attribute__((aligned(4096)));
@@ -68,12 +52,6 @@ static void check(int ok, const char *what) {
     serial_puts(what);
     serial_puts(ok ? " ok\n" : " FAILED\n");
     if (!ok) failures++;
-}
-
-static void set_queue_addr(unsigned int low_reg, const volatile void *p) {
-    unsigned long a = (unsigned long)p;
-    REG(low_reg) = (unsigned int)a;
-    REG(low_reg + 4) = (unsigned int)(a >> 32);
 }
 
 /* Publishes descriptor 0 of queue `q` as (addr, len, flags) and kicks. */
