@@ -75,6 +75,10 @@ struct Args {
     /// How long a guest asked to shut down gets before it is stopped.
     #[arg(long, default_value_t = 5000)]
     shutdown_grace_ms: u64,
+    /// Build the VM and serve the control socket, but hold the vCPUs until
+    /// a controller says `start`.
+    #[arg(long, requires = "api_socket")]
+    paused: bool,
     /// Run without seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -211,6 +215,7 @@ fn run(args: &Args) -> Result<u8, Box<dyn std::error::Error>> {
         serial_out,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         seccomp: !args.no_seccomp,
+        start_paused: args.paused,
     };
     let report = vm.run_with(options);
     if let Some(file) = api_dir {

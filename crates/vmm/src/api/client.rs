@@ -41,6 +41,11 @@ impl ApiClient {
         self.call(Request::Status).map(|r| r.state)
     }
 
+    /// Lets the vCPUs of a VM launched paused run for the first time.
+    pub fn start(&mut self) -> Result<VmState, ApiError> {
+        self.call(Request::Start).map(|r| r.state)
+    }
+
     /// Parks every vCPU; returns once all are parked.
     pub fn pause(&mut self) -> Result<VmState, ApiError> {
         self.call(Request::Pause).map(|r| r.state)

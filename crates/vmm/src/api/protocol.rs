@@ -13,6 +13,9 @@ pub const MAX_RESPONSE_BYTES: usize = 64 << 10;
 pub enum Request {
     /// The VM's state.
     Status,
+    /// Let the vCPUs of a VM launched paused enter the guest for the first
+    /// time (the same as `resume`, by the name a launcher expects).
+    Start,
     /// Park every vCPU outside the guest.
     Pause,
     /// Let parked vCPUs enter the guest again.
@@ -28,8 +31,9 @@ pub enum Request {
 
 impl Request {
     /// Every request, by its word.
-    pub const ALL: [(&'static str, Request); 6] = [
+    pub const ALL: [(&'static str, Request); 7] = [
         ("status", Request::Status),
+        ("start", Request::Start),
         ("pause", Request::Pause),
         ("resume", Request::Resume),
         ("shutdown", Request::Shutdown),

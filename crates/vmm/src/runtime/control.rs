@@ -69,9 +69,11 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    pub(crate) fn new(vcpus: usize) -> io::Result<Self> {
+    /// Control of `vcpus` vCPUs, which may enter the guest at once or, if
+    /// `held`, wait (parked before their first entry) for [`Control::resume`].
+    pub(crate) fn new(vcpus: usize, held: bool) -> io::Result<Self> {
         let shared = Shared {
-            wanted: Wanted::Run,
+            wanted: if held { Wanted::Pause } else { Wanted::Run },
             shutting_down: false,
             alive: vcpus,
             parked: 0,
@@ -278,7 +280,7 @@ mod tests {
     fn pause_waits_for_every_vcpu_and_resume_releases_them() {
         use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
         kick::install_handler().unwrap();
-        let control = Control::new(2).unwrap();
+        let control = Control::new(2, false).unwrap();
         let passes = [AtomicU64::new(0), AtomicU64::new(0)];
         let total = || passes.iter().map(|p| p.load(SeqCst)).collect::<Vec<_>>();
         let wait_all_pass = |since: &[u64]| {
@@ -320,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_first_end_is_the_runs() {
-        let control = Control::new(1).unwrap();
+        let control = Control::new(1, false).unwrap();
         control.vcpu_exited(0, Some(Ok(RunOutcome::Exited(3))));
         control.finish(Ok(RunOutcome::TimedOut));
         assert!(matches!(control.take_end(), Some(Ok(RunOutcome::Exited(3)))));

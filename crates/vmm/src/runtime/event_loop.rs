@@ -108,7 +108,7 @@ impl EventLoop<'_> {
             }
             Some(Request::Status) => Ok(self.control.state()),
             Some(Request::Pause) => self.control.pause(),
-            Some(Request::Resume) => self.control.resume(),
+            Some(Request::Start | Request::Resume) => self.control.resume(),
             Some(Request::Shutdown) => self.shutdown(),
             Some(Request::Stop) => {
                 self.control.finish(Ok(RunOutcome::Stopped));

@@ -52,11 +52,14 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// Confine the vCPU and VMM threads with seccomp filters (on by default).
     pub seccomp: bool,
+    /// Hold the vCPUs before their first guest entry until a controller
+    /// says `start` (or `resume`): the VM is built and serving, not running.
+    pub start_paused: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { api: None, serial_out: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE, seccomp: true }
+        Self { api: None, serial_out: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE, seccomp: true, start_paused: false }
     }
 }
 
@@ -67,6 +70,7 @@ impl std::fmt::Debug for RunOptions {
             .field("serial_out", &self.serial_out.as_ref().map(|_| "…"))
             .field("shutdown_grace", &self.shutdown_grace)
             .field("seccomp", &self.seccomp)
+            .field("start_paused", &self.start_paused)
             .finish()
     }
 }
@@ -103,7 +107,7 @@ pub(crate) fn run(vm: RunParts<'_>, options: RunOptions) -> Result<RunReport, Ru
     } else {
         None
     };
-    let control = Control::new(vm.vcpus.len()).map_err(RunError::Start)?;
+    let control = Control::new(vm.vcpus.len(), options.start_paused).map_err(RunError::Start)?;
     let api = options.api.map(Server::new).transpose().map_err(RunError::Start)?;
     let started = Instant::now();
     let event_loop = EventLoop {

@@ -238,3 +238,41 @@ impl Drop for KillOnDrop {
         unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
     }
 }
+
+#[test]
+fn a_vm_launched_paused_runs_only_once_started() {
+    if !e2e_available("a_vm_launched_paused_runs_only_once_started", true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, socket, serial) = (dir.path().join("counter"), dir.path().join("api.sock"), dir.path().join("serial"));
+    std::fs::write(&kernel, build_guest("counter")).unwrap();
+    let mut child = moat_vmm()
+        .args(["--mem-mib", "16", "--paused", "--kernel"])
+        .arg(&kernel)
+        .arg("--api-socket")
+        .arg(&socket)
+        .arg("--serial")
+        .arg(&serial)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let killer = KillOnDrop(child.id());
+    let mut api = connect(&socket, &mut child);
+    assert_eq!(api.status().unwrap(), VmState::Paused, "built and serving, not running");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::metadata(&serial).unwrap().len(), 0, "the guest ran before `start`");
+    let stats = api.stats().unwrap();
+    assert!(stats.vcpus.iter().all(|v| v.cpu_ns < 50_000_000), "held vCPUs burn no CPU: {stats:?}");
+
+    assert_eq!(api.start().unwrap(), VmState::Running);
+    let deadline = Instant::now() + WITHIN;
+    while std::fs::metadata(&serial).unwrap().len() == 0 {
+        assert!(Instant::now() < deadline, "the guest did not run after `start`");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(api.stop().unwrap(), VmState::Stopped);
+    let output = wait(child);
+    std::mem::forget(killer);
+    assert!(output.status.success(), "{output:?}");
+}
