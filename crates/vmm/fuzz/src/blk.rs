@@ -160,7 +160,7 @@ impl Rig {
     fn step(&mut self, i: &mut Input) {
         match i.u8() % 8 {
             op::DESC => {
-                let index = small_u16(i);
+                let index = i.small_u16();
                 let at = self.desc.wrapping_add(16 * u64::from(index));
                 self.put_desc(i, at);
             }
@@ -185,7 +185,7 @@ impl Rig {
                 let _ = self.mem.write(at, i.bytes());
             }
             op::PUBLISH => {
-                let head = small_u16(i);
+                let head = i.small_u16();
                 let slot = u64::from(self.avail_idx % self.size);
                 let _ = self.mem.write(self.avail.wrapping_add(4 + 2 * slot), &head.to_le_bytes());
                 self.avail_idx = self.avail_idx.wrapping_add(1);
@@ -222,7 +222,7 @@ impl Rig {
             b @ 0..=0x7f => u16::from(b & 7),
             _ => i.u16(),
         };
-        let next = small_u16(i);
+        let next = i.small_u16();
         let mut d = [0u8; 16];
         d[..8].copy_from_slice(&addr.to_le_bytes());
         d[8..12].copy_from_slice(&len.to_le_bytes());
@@ -304,13 +304,6 @@ impl Rig {
         [(self.desc, self.desc.saturating_add(16 * n)), (self.avail, self.avail.saturating_add(6 + 2 * n))]
             .iter()
             .any(|&(s, e)| s < used.1 && used.0 < e)
-    }
-}
-
-fn small_u16(i: &mut Input) -> u16 {
-    match i.u8() {
-        0xff => i.u16(),
-        b => u16::from(b),
     }
 }
 

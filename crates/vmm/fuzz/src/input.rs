@@ -30,6 +30,15 @@ impl<'a> Input<'a> {
         u16::from_le_bytes(self.array())
     }
 
+    /// A descriptor index or ring position: usually a small one (one byte),
+    /// any u16 after a 0xff escape.
+    pub fn small_u16(&mut self) -> u16 {
+        match self.u8() {
+            0xff => self.u16(),
+            b => u16::from(b),
+        }
+    }
+
     pub fn u32(&mut self) -> u32 {
         u32::from_le_bytes(self.array())
     }

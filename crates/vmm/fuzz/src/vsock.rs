@@ -187,7 +187,7 @@ impl Rig {
             op::PACKET => self.packet(i),
             op::TX_DESC | op::RX_DESC => {
                 let ring = &self.rings[usize::from(i.u8() & 1)];
-                let at = ring.desc.wrapping_add(16 * u64::from(small_u16(i)));
+                let at = ring.desc.wrapping_add(16 * u64::from(i.small_u16()));
                 self.put_desc(i, at);
             }
             op::DESC_AT => {
@@ -196,7 +196,7 @@ impl Rig {
             }
             op::PUBLISH => {
                 let which = usize::from(i.u8() & 1);
-                let head = small_u16(i);
+                let head = i.small_u16();
                 self.publish(which, head);
             }
             op::AVAIL_IDX => {
@@ -298,7 +298,7 @@ impl Rig {
             b @ 0..=0x7f => u16::from(b & 7),
             _ => i.u16(),
         };
-        write_desc(&self.mem, at, (addr, len, flags, small_u16(i)));
+        write_desc(&self.mem, at, (addr, len, flags, i.small_u16()));
     }
 
     /// Host side: a client connecting with a line, services accepting,
@@ -420,13 +420,6 @@ fn write_desc(mem: &GuestMemoryMmap, at: u64, (addr, len, flags, next): (u64, u3
     d[12..14].copy_from_slice(&flags.to_le_bytes());
     d[14..].copy_from_slice(&next.to_le_bytes());
     let _ = mem.write_slice(&d, GuestAddress(at));
-}
-
-fn small_u16(i: &mut Input) -> u16 {
-    match i.u8() {
-        0xff => i.u16(),
-        b => u16::from(b),
-    }
 }
 
 /// Seeds: a guest connecting to a service and sending data, a host client

@@ -1,7 +1,8 @@
 //! The `moat-vmm` binary as `sandbox-core` will run it: a child process
 //! driven through its control socket.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,16 +38,16 @@ fn wait(mut child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn the_binary_serves_its_socket_and_exits_when_the_guest_powers_off() {
-    if !e2e_available("the_binary_serves_its_socket_and_exits_when_the_guest_powers_off", true) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (kernel, socket, serial) = (dir.path().join("counter"), dir.path().join("api.sock"), dir.path().join("serial"));
+/// Starts `moat-vmm` on the counter guest built into `dir`, with `extra`
+/// arguments, its control socket at `dir/api.sock` and its serial output in
+/// `dir/serial`; returns the child and those two paths.
+fn spawn_counter(dir: &Path, extra: &[&OsStr]) -> (Child, PathBuf, PathBuf) {
+    let (kernel, socket, serial) = (dir.join("counter"), dir.join("api.sock"), dir.join("serial"));
     std::fs::write(&kernel, build_guest("counter")).unwrap();
-    let mut child = moat_vmm()
-        .args(["--mem-mib", "16", "--vcpus", "2", "--kernel"])
+    let child = moat_vmm()
+        .args(["--mem-mib", "16"])
+        .args(extra)
+        .arg("--kernel")
         .arg(&kernel)
         .arg("--api-socket")
         .arg(&socket)
@@ -55,6 +56,16 @@ fn the_binary_serves_its_socket_and_exits_when_the_guest_powers_off() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (child, socket, serial)
+}
+
+#[test]
+fn the_binary_serves_its_socket_and_exits_when_the_guest_powers_off() {
+    if !e2e_available("the_binary_serves_its_socket_and_exits_when_the_guest_powers_off", true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, socket, serial) = spawn_counter(dir.path(), &["--vcpus".as_ref(), "2".as_ref()]);
     let mut api = connect(&socket, &mut child);
     assert_eq!(api.status().unwrap(), VmState::Running);
     let deadline = Instant::now() + WITHIN;
@@ -166,24 +177,12 @@ fn a_jailed_vmm_has_an_empty_root_no_network_no_privileges_and_still_runs_its_gu
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (kernel, socket, serial) = (dir.path().join("counter"), dir.path().join("api.sock"), dir.path().join("serial"));
     let jail = dir.path().join("jail");
     std::fs::create_dir(&jail).unwrap();
     std::fs::write(jail.join("left-in-the-folder"), "hidden by the jail's tmpfs").unwrap();
-    std::fs::write(&kernel, build_guest("counter")).unwrap();
-    let mut child = moat_vmm()
-        .args(["--mem-mib", "16", "--kernel"])
-        .arg(&kernel)
-        .arg("--api-socket")
-        .arg(&socket)
-        .arg("--serial")
-        .arg(&serial)
-        .arg("--jail")
-        .arg(&jail)
-        .args(["--jail-uid", "65534", "--jail-gid", "65534"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ids = ["--jail-uid", "65534", "--jail-gid", "65534"].map(OsStr::new);
+    let (mut child, socket, serial) =
+        spawn_counter(dir.path(), &[&[OsStr::new("--jail"), jail.as_os_str()], &ids[..]].concat());
     // A failed assertion must not leave a spinning VMM behind.
     let killer = KillOnDrop(child.id());
     let mut api = connect(&socket, &mut child);
@@ -245,18 +244,7 @@ fn a_vm_launched_paused_runs_only_once_started() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (kernel, socket, serial) = (dir.path().join("counter"), dir.path().join("api.sock"), dir.path().join("serial"));
-    std::fs::write(&kernel, build_guest("counter")).unwrap();
-    let mut child = moat_vmm()
-        .args(["--mem-mib", "16", "--paused", "--kernel"])
-        .arg(&kernel)
-        .arg("--api-socket")
-        .arg(&socket)
-        .arg("--serial")
-        .arg(&serial)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, socket, serial) = spawn_counter(dir.path(), &["--paused".as_ref()]);
     let killer = KillOnDrop(child.id());
     let mut api = connect(&socket, &mut child);
     assert_eq!(api.status().unwrap(), VmState::Paused, "built and serving, not running");
