@@ -137,6 +137,7 @@ fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRe
         backend: opts.backend.clone(),
         branch: opts.branch.clone(),
         clone: opts.clone,
+        owner: Some(moat_sandbox_core::owner::ShareOwner::invoking()),
     }
 }
 

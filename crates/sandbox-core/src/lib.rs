@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod egress;
 pub mod images;
 pub mod manager;
+pub mod owner;
 pub mod paths;
 pub mod spec;
 pub mod state;

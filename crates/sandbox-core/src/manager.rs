@@ -246,7 +246,12 @@ impl Manager {
             .shares()
             .into_iter()
             .enumerate()
-            .map(|(i, m)| Share { tag: format!("ws{i}"), path: m.path, read_only: m.read_only })
+            .map(|(i, m)| Share {
+                tag: format!("ws{i}"),
+                path: m.path,
+                read_only: m.read_only,
+                owner: record.spec.owner,
+            })
             .collect();
         let vm = VmConfig {
             name: record.spec.name.clone(),

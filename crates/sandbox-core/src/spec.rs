@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::owner::{OwnerError, ShareOwner};
+
 /// Agents Moat knows how to start. `shell` is a login shell at the workspace.
 pub const AGENTS: &[&str] = &["shell", "claude", "codex", "copilot", "gemini", "opencode"];
 
@@ -40,6 +42,10 @@ pub struct CreateRequest {
     /// back to the repository as `refs/moat/clones/<branch>`.
     #[serde(default)]
     pub clone: bool,
+    /// Who owns, on the host, what the guest writes to its shares; the user
+    /// behind this process when absent (see [`ShareOwner::invoking`]).
+    #[serde(default)]
+    pub owner: Option<ShareOwner>,
 }
 
 /// A folder shared into the guest at the same absolute path.
@@ -71,6 +77,9 @@ pub struct SandboxSpec {
     /// The git repository whose review checkpoint the workspace is (see `moat_worktree`).
     #[serde(default)]
     pub checkpoint_repo: Option<PathBuf>,
+    /// Who owns, on the host, what the guest writes to its shares.
+    #[serde(default = "ShareOwner::invoking")]
+    pub owner: ShareOwner,
 }
 
 impl SandboxSpec {
@@ -108,6 +117,9 @@ pub enum SpecError {
     /// Unknown backend.
     #[error("unknown backend {0:?}: use auto, qemu or vmm")]
     BadBackend(String),
+    /// Shared files may not be given to that user.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
 }
 
 /// Checks a sandbox name.
@@ -241,6 +253,8 @@ impl CreateRequest {
         if !matches!(backend.as_str(), "auto" | "qemu" | "vmm") {
             return Err(SpecError::BadBackend(backend));
         }
+        let owner = self.owner.unwrap_or_else(ShareOwner::invoking);
+        owner.check_allowed()?;
         Ok(SandboxSpec {
             name,
             agent: self.agent.clone(),
@@ -250,6 +264,7 @@ impl CreateRequest {
             memory_mib,
             backend,
             checkpoint_repo: None,
+            owner,
         })
     }
 }

@@ -147,6 +147,7 @@ mod tests {
                 memory_mib: 512,
                 backend: "auto".into(),
                 checkpoint_repo: None,
+                owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
             },
         }
     }

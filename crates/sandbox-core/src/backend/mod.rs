@@ -63,6 +63,8 @@ pub struct Share {
     pub path: PathBuf,
     /// Enforced read-only by virtiofsd, not only by the guest's mount flags.
     pub read_only: bool,
+    /// Who owns, on the host, every file the guest writes here.
+    pub owner: crate::owner::ShareOwner,
 }
 
 /// The monitors Moat can drive.
@@ -283,7 +285,12 @@ mod tests {
             initramfs: "i".into(),
             root_disk: "r".into(),
             state_disk: "s".into(),
-            shares: vec![Share { tag: "ws0".into(), path: "/a b/é".into(), read_only: true }],
+            shares: vec![Share {
+                tag: "ws0".into(),
+                path: "/a b/é".into(),
+                read_only: true,
+                owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
+            }],
             egress: None,
             run_dir: "/run".into(),
         };

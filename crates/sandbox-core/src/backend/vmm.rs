@@ -113,7 +113,12 @@ mod tests {
     use crate::backend::{Accel, BackendKind, Share};
 
     fn vm() -> VmConfig {
-        let share = |tag: &str, path: &str, read_only| Share { tag: tag.into(), path: path.into(), read_only };
+        let share = |tag: &str, path: &str, read_only| Share {
+            tag: tag.into(),
+            path: path.into(),
+            read_only,
+            owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
+        };
         VmConfig {
             name: "box".into(),
             backend: BackendKind::Vmm,

@@ -9,6 +9,7 @@
 
 mod console;
 mod run;
+mod share;
 mod status;
 mod stderr_tail;
 

@@ -23,8 +23,6 @@ use crate::backend::{self, find_tool, DeviceSockets, Hypervisor, Tool, VmConfig,
 pub const READY_MARKER: &str = "moat-agent: ready";
 /// How long a boot may take before the start is declared failed.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-/// uid and gid of the guest's `agent` user, who owns the shares inside.
-const GUEST_USER_ID: u32 = 1000;
 /// How long a guest gets to power off cleanly before it is stopped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a monitor told to stop through its control channel gets before it is killed.
@@ -177,20 +175,8 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     };
     let mut children = Children(Vec::new());
     for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
-        let mut c = Command::new(find_tool(Tool::Virtiofsd)?);
-        c.arg("--socket-path").arg(sock).arg("--shared-dir").arg(&share.path);
-        c.args(["--sandbox", "namespace", "--seccomp", "kill", "--cache", "auto", "--log-level", "warn"]);
-        // Inside, the workspace belongs to the guest's `agent` user; outside, whatever any
-        // guest user writes belongs to the host user running the VM, and nobody else.
-        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        c.arg(format!("--translate-uid=squash-guest:0:{uid}:4294967295"));
-        c.arg(format!("--translate-uid=squash-host:0:{GUEST_USER_ID}:4294967295"));
-        c.arg(format!("--translate-gid=squash-guest:0:{gid}:4294967295"));
-        c.arg(format!("--translate-gid=squash-host:0:{GUEST_USER_ID}:4294967295"));
-        if share.read_only {
-            c.arg("--readonly");
-        }
+        let c = super::share::virtiofsd(&find_tool(Tool::Virtiofsd)?, share, sock)
+            .map_err(|e| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag)))?;
         let (name, child) = spawn(&format!("virtiofsd[{}]", share.tag), c, run)?;
         children.0.push((name, child, Signal::SIGTERM));
     }
