@@ -42,16 +42,22 @@ fn an_agent_commits_on_its_branch_and_the_user_reviews_and_applies() {
     );
 
     // Inside the VM: a normal git workflow as the agent user, in the checkpoint clone.
-    let script = "git config user.name Agent && git config user.email agent@example.com \
-                  && echo 'from the agent' > feature.txt && mkdir -p .git/hooks && printf '#!/bin/sh\\ntouch /tmp/pwned\\n' > .git/hooks/post-checkout \
-                  && chmod +x .git/hooks/post-checkout && git add feature.txt && git commit -qm 'agent: add feature' && git log --oneline | wc -l";
+    // The clone's git configuration and hooks are read-only to the guest.
+    let plant =
+        m.run(&["exec", "feat", "sh", "-c", "printf '#!/bin/sh\\ntouch /tmp/pwned\\n' > .git/hooks/post-checkout"]);
+    assert!(!plant.status.success(), "the guest cannot write the clone's hooks");
+    let out = m.run(&["exec", "feat", "git", "config", "user.name", "Agent"]);
+    assert!(!out.status.success(), "nor its config");
+    let script = "git config --global user.name Agent && git config --global user.email agent@example.com \
+                  && echo 'from the agent' > feature.txt && mkdir -p .husky && printf '#!/bin/sh\\ntouch /tmp/pwned\\n' > .husky/post-checkout \
+                  && chmod +x .husky/post-checkout && git add feature.txt .husky && git commit -qm 'agent: add feature' && git log --oneline | wc -l";
     assert_eq!(m.sh("feat", script), "2\n");
     assert_eq!(git(&repo, &["count-objects"]), host_objects_before, "nothing was written into the host's .git");
 
     let diff = m.ok(&["diff", "feat"]);
     assert!(diff.contains("+from the agent"), "{diff}");
     let review = m.ok(&["review", "feat"]);
-    assert!(review.contains("post-checkout"), "review reports the planted hook:\n{review}");
+    assert!(review.contains(".husky/post-checkout"), "review reports the executable it added:\n{review}");
 
     // Work not yet applied: rm refuses and says what would be lost.
     let out = m.run(&["rm", "feat"]);

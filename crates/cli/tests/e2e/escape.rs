@@ -222,6 +222,150 @@ fn share_probes() -> Vec<Probe> {
     ]
 }
 
+/// The user's plain git on the host, in the workspace: status, diff, a commit
+/// of everything, a checkout there and back. Each call may take 60 s at most
+/// (an alternates FIFO would hang it). Then no marker of any planted program
+/// may exist.
+fn host_git_runs_nothing(c: &Ctx, probe: &str) -> Result<(), String> {
+    let home = tempfile::tempdir().unwrap();
+    let branch = format!("probe-{}", probe.len());
+    let steps: [&[&str]; 6] = [
+        &["status"],
+        &["diff"],
+        &["add", "-A"],
+        &["commit", "-q", "--allow-empty", "-m", "host commit"],
+        &["checkout", "-q", "-B", &branch],
+        &["checkout", "-q", "-"],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("timeout")
+            .arg("60")
+            .arg("git")
+            .args(args)
+            .current_dir(&c.ws)
+            .env("HOME", home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env("GIT_AUTHOR_NAME", "u")
+            .env("GIT_AUTHOR_EMAIL", "u@x")
+            .env("GIT_COMMITTER_NAME", "u")
+            .env("GIT_COMMITTER_EMAIL", "u@x")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.code() == Some(124) {
+            return Err(format!("host `git {}` hung", args.join(" ")));
+        }
+    }
+    let mut planted = Vec::new();
+    walk(&c.ws, &mut |p, _| {
+        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("PWNED")) {
+            planted.push(p.display().to_string());
+        }
+    });
+    if planted.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("host git ran the guest's program: {}", planted.join(", ")))
+    }
+}
+
+/// A git probe: the guest (root) runs `plant` with `$W` the workspace and `$M`
+/// a marker path its program would create; then the user's git runs on the host.
+fn git_probe(name: &'static str, plant: &'static str) -> Probe {
+    probe(name, move |c| {
+        let w = c.ws.display().to_string();
+        let marker = format!("{w}/PWNED-{}", name.len());
+        c.root(&format!("W='{w}'; M='{marker}'; {plant}"));
+        host_git_runs_nothing(c, name)
+    })
+}
+
+fn git_probes() -> Vec<Probe> {
+    vec![
+        git_probe(
+            "git: hooks (post-checkout, pre-commit, reference-transaction, …)",
+            r#"for h in post-checkout pre-commit post-commit reference-transaction post-index-change pre-auto-gc; do
+                 printf '#!/bin/sh\ntouch "%s"\n' "$M" > "$W/.git/hooks/$h"; chmod +x "$W/.git/hooks/$h"; done"#,
+        ),
+        git_probe(
+            "git: core.fsmonitor appended to .git/config",
+            r#"printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: .git/config replaced by a rename",
+            r#"cp "$W/.git/config" "$W/.git/c2"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" >> "$W/.git/c2"; mv -f "$W/.git/c2" "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: include.path to a file of the worktree",
+            r#"printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/evil.cfg"; printf '[include]\n\tpath = ../evil.cfg\n[includeIf "gitdir:/"]\n\tpath = ../evil.cfg\n' >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: core.hooksPath to a folder of the worktree",
+            r#"mkdir -p "$W/evilhooks"; printf '#!/bin/sh\ntouch "%s"\n' "$M" > "$W/evilhooks/post-checkout"; chmod +x "$W/evilhooks/post-checkout"; printf '[core]\n\thooksPath = evilhooks\n' >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: commondir to a git folder the guest made",
+            r#"cp -r "$W/.git" "$W/evilgit"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" >> "$W/evilgit/config"; echo ../evilgit > "$W/.git/commondir""#,
+        ),
+        git_probe(
+            "git: .git swapped for a gitfile to a git folder the guest made",
+            r#"cp -r "$W/.git" "$W/evilgit2"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" >> "$W/evilgit2/config"; mv "$W/.git" "$W/.git-old" && echo 'gitdir: evilgit2' > "$W/.git""#,
+        ),
+        git_probe(
+            "git: config.worktree with extensions.worktreeConfig",
+            r#"printf '[extensions]\n\tworktreeConfig = true\n' >> "$W/.git/config"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/.git/config.worktree""#,
+        ),
+        git_probe(
+            "git: alternates to a FIFO",
+            r#"mkfifo "$W/fifo-alt"; echo "$W/fifo-alt" > "$W/.git/objects/info/alternates""#,
+        ),
+        git_probe(
+            "git: alternates to another object store",
+            r#"git init -q "$W/other" 2>/dev/null; echo "$W/other/.git/objects" > "$W/.git/objects/info/alternates""#,
+        ),
+        git_probe(
+            "git: a promisor remote whose uploadpack is a program",
+            r#"printf '[remote "origin"]\n\turl = %s\n\tpromisor = true\n\tuploadpack = touch "%s"; git-upload-pack\n[extensions]\n\tpartialClone = origin\n' "$W" "$M" >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: ext:: and fd:: remote URLs",
+            r#"printf '[remote "x"]\n\turl = ext::sh -c touch% %s\n[protocol]\n\tallow = always\n' "$M" >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: gpg.program with commit.gpgSign",
+            r#"printf '[commit]\n\tgpgSign = true\n[gpg]\n\tprogram = touch %s\n' "$M" >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: a filter driver picked by info/attributes and .gitattributes",
+            r#"echo '* filter=evil diff=evil' > "$W/.git/info/attributes"; echo '* filter=evil diff=evil merge=evil' > "$W/.gitattributes"; printf '[filter "evil"]\n\tclean = touch %s\n\tsmudge = touch %s\n' "$M" "$M" >> "$W/.git/config""#,
+        ),
+        git_probe(
+            "git: a submodule whose git folder the guest made",
+            r#"mkdir -p "$W/.git/modules/sub" "$W/sub"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/.git/modules/sub/config"; echo 'gitdir: ../.git/modules/sub' > "$W/sub/.git""#,
+        ),
+        git_probe(
+            "git: core.pager, core.editor and an alias",
+            r#"printf '[core]\n\tpager = touch %s\n\teditor = touch %s\n[alias]\n\tstatus = !touch %s\n' "$M" "$M" "$M" >> "$W/.git/config""#,
+        ),
+        probe("git: the agent still commits in live mode", |c| {
+            let w = c.ws.display();
+            c.root(&format!("cd '{w}' && sudo -u agent git -c user.name=agent -c user.email=a@x commit -q --allow-empty -m 'agent commit'"));
+            let out = std::process::Command::new("git")
+                .args(["log", "-1", "--format=%s"])
+                .current_dir(&c.ws)
+                .output()
+                .unwrap();
+            let subject = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if subject == "agent commit" {
+                Ok(())
+            } else {
+                Err(format!("the host's last commit is {subject:?}"))
+            }
+        }),
+    ]
+}
+
 fn guest_probes() -> Vec<Probe> {
     vec![
         probe("vm: the base image is read-only to the guest", |c| {
@@ -371,6 +515,13 @@ fn a_root_guest_breaks_none_of_the_promises() {
     m.ok(&["policy", "preset", "allow-all"]);
     m.ok(&["policy", "deny", "network", "denied.test"]);
     let ws = m.workspace("escape");
+    // A repository, as most workspaces are: the git probes plant in its `.git`.
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "first"],
+    ] {
+        assert!(std::process::Command::new("git").args(args).current_dir(&ws).status().unwrap().success());
+    }
     // The sandbox is asked for by this process's user, not someone behind sudo.
     let mut create = m.cmd();
     create.env_remove("SUDO_UID").env_remove("SUDO_GID");
@@ -384,7 +535,8 @@ fn a_root_guest_breaks_none_of_the_promises() {
     let owner = unsafe { (libc::geteuid(), libc::getegid()) };
     let ctx = Ctx { m: &m, name: "esc", ws, owner };
 
-    let probes: Vec<Probe> = share_probes().into_iter().chain(guest_probes()).chain(network_probes(up.port)).collect();
+    let probes: Vec<Probe> =
+        share_probes().into_iter().chain(git_probes()).chain(guest_probes()).chain(network_probes(up.port)).collect();
     let mut broken = Vec::new();
     for p in &probes {
         match (p.check)(&ctx) {

@@ -175,10 +175,11 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     };
     let mut children = Children(Vec::new());
     for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
-        let c = super::share::virtiofsd(&find_tool(Tool::Virtiofsd)?, share, sock)
+        let (c, serve) = super::share::virtiofsd(&find_tool(Tool::Virtiofsd)?, share, sock)
             .map_err(|e| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag)))?;
         let (name, child) = spawn(&format!("virtiofsd[{}]", share.tag), c, run)?;
         children.0.push((name, child, Signal::SIGTERM));
+        serve.start().map_err(|e| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag)))?;
     }
     let mut c = Command::new(find_tool(Tool::VsockBackend)?);
     c.arg("--guest-cid")

@@ -24,9 +24,14 @@
 //! behind them) and tools in the guest use them. Moat's own host code never
 //! opens a file of the workspace that is not a regular file or folder.
 
+mod git;
+mod notify;
+mod ns;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
@@ -46,13 +51,20 @@ const SYS_SETXATTRAT: i64 = 463;
 /// The bit of `O_TMPFILE` that is not `O_DIRECTORY`.
 const O_TMPFILE_BIT: u64 = 0o20_000_000;
 
-/// The guard's filters could not be built.
+/// The guard could not be prepared.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the share guard's seccomp filter")]
-pub struct GuardError(#[source] seccompiler::Error);
+pub enum GuardError {
+    /// A seccomp filter could not be built.
+    #[error("cannot build the share guard's seccomp filter")]
+    Filter(#[source] seccompiler::Error),
+    /// The socket that carries the notification listener could not be made.
+    #[error("cannot make the share guard's socket")]
+    Socket(#[source] std::io::Error),
+}
 
-/// The `virtiofsd` command that serves `share` on `socket`, guarded.
-pub(crate) fn virtiofsd(program: &Path, share: &Share, socket: &Path) -> Result<Command, GuardError> {
+/// The `virtiofsd` command that serves `share` on `socket`, guarded, and what
+/// to [`Serve::start`] once it is spawned.
+pub(crate) fn virtiofsd(program: &Path, share: &Share, socket: &Path) -> Result<(Command, Serve), GuardError> {
     let mut c = Command::new(program);
     c.arg("--socket-path").arg(socket).arg("--shared-dir").arg(&share.path);
     c.args(["--sandbox", "namespace", "--seccomp", "kill", "--cache", "auto", "--log-level", "warn"]);
@@ -68,13 +80,60 @@ pub(crate) fn virtiofsd(program: &Path, share: &Share, socket: &Path) -> Result<
     if share.read_only {
         c.arg("--readonly");
     }
+    let serve = guarded(&mut c, share)?;
+    Ok((c, serve))
+}
+
+/// Puts `c` (virtiofsd, or anything that serves `share`'s files) under the
+/// guard and, for a writable share, its shield and the notifier.
+pub(crate) fn guarded(c: &mut Command, share: &Share) -> Result<Serve, GuardError> {
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    guarded_as(c, share, ShareOwner { uid, gid })
+}
+
+/// [`guarded`] for a child that will run as `runner` (whose namespace set-up
+/// depends on whether it is root).
+fn guarded_as(c: &mut Command, share: &Share, runner: ShareOwner) -> Result<Serve, GuardError> {
     let guard = Guard::new(share.owner)?;
+    // A read-only share needs no shield: nothing can be written through it.
+    let shield = Arc::new(if share.read_only { git::Shield::default() } else { git::Shield::for_share(&share.path) });
+    let notifier = (!shield.is_empty()).then(notify::Notifier::new).transpose()?.map(Arc::new);
+    let namespace = (!shield.binds.is_empty()).then(|| ns::Namespace::new(shield.binds.clone(), runner));
+    let in_child = notifier.clone();
     // SAFETY: the closure runs in the forked child before exec and makes only
-    // the prctl and seccomp system calls on memory allocated before the fork.
+    // system calls (unshare, mount, open/write, prctl, seccomp, sendmsg) on
+    // memory allocated before the fork.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, move || guard.install());
+        std::os::unix::process::CommandExt::pre_exec(c, move || {
+            if let Some(ns) = &namespace {
+                ns.enter()?;
+            }
+            guard.install()?;
+            if let Some(n) = &in_child {
+                n.install()?;
+            }
+            Ok(())
+        });
     }
-    Ok(c)
+    Ok(Serve { notifier, shield })
+}
+
+/// The supervisor's half of a guarded virtiofsd.
+#[derive(Debug)]
+pub(crate) struct Serve {
+    notifier: Option<Arc<notify::Notifier>>,
+    shield: Arc<git::Shield>,
+}
+
+impl Serve {
+    /// Starts answering the spawned virtiofsd's creating calls.
+    pub(crate) fn start(self) -> std::io::Result<()> {
+        match &self.notifier {
+            Some(n) => n.serve(self.shield),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The compiled filters, ready to be installed in a child.
@@ -86,8 +145,8 @@ pub(crate) struct Guard {
 impl Guard {
     /// Filters for a virtiofsd serving files to `owner`.
     pub(crate) fn new(owner: ShareOwner) -> Result<Guard, GuardError> {
-        let refused = compile(refused_rules(owner).map_err(GuardError)?, libc::EPERM)?;
-        let absent = compile(vec![(libc::SYS_openat2, vec![])], libc::ENOSYS)?;
+        let refused = compile(refused_rules(owner).map_err(GuardError::Filter)?, errno(libc::EPERM))?;
+        let absent = compile(vec![(libc::SYS_openat2, vec![])], errno(libc::ENOSYS))?;
         Ok(Guard { refused, absent })
     }
 
@@ -119,13 +178,17 @@ impl std::fmt::Debug for Guard {
     }
 }
 
-/// A filter answering `errno` for the matching calls and allowing all else.
-fn compile(rules: Vec<(i64, Vec<SeccompRule>)>, errno: i32) -> Result<BpfProgram, GuardError> {
-    let arch = std::env::consts::ARCH.try_into().map_err(|e| GuardError(seccompiler::Error::Backend(e)))?;
+fn errno(e: i32) -> SeccompAction {
+    SeccompAction::Errno(e as u32)
+}
+
+/// A filter taking `action` for the matching calls and allowing all else.
+fn compile(rules: Vec<(i64, Vec<SeccompRule>)>, action: SeccompAction) -> Result<BpfProgram, GuardError> {
+    let arch = std::env::consts::ARCH.try_into().map_err(|e| GuardError::Filter(seccompiler::Error::Backend(e)))?;
     let rules: BTreeMap<i64, Vec<SeccompRule>> = rules.into_iter().collect();
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)
-        .map_err(|e| GuardError(e.into()))?;
-    filter.try_into().map_err(|e| GuardError(seccompiler::Error::Backend(e)))
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Allow, action, arch).map_err(|e| GuardError::Filter(e.into()))?;
+    filter.try_into().map_err(|e| GuardError::Filter(seccompiler::Error::Backend(e)))
 }
 
 type Rules = Vec<(i64, Vec<SeccompRule>)>;
@@ -192,3 +255,5 @@ fn refused_rules(owner: ShareOwner) -> Result<Rules, seccompiler::Error> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_git;
