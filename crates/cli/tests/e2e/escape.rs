@@ -224,11 +224,11 @@ fn share_probes() -> Vec<Probe> {
 
 /// The user's plain git on the host, in the workspace: status, diff, a commit
 /// of everything, a checkout there and back. Each call may take 60 s at most
-/// (an alternates FIFO would hang it). Then no marker of any planted program
-/// may exist.
-fn host_git_runs_nothing(c: &Ctx, probe: &str) -> Result<(), String> {
+/// (an alternates FIFO would hang it). Then the probe's `marker`, which its
+/// planted program would create, may not exist.
+fn host_git_runs_nothing(c: &Ctx, marker: &Path) -> Result<(), String> {
     let home = tempfile::tempdir().unwrap();
-    let branch = format!("probe-{}", probe.len());
+    let branch = format!("probe-{}", marker.file_name().unwrap().to_string_lossy());
     let steps: [&[&str]; 6] = [
         &["status"],
         &["diff"],
@@ -257,27 +257,22 @@ fn host_git_runs_nothing(c: &Ctx, probe: &str) -> Result<(), String> {
             return Err(format!("host `git {}` hung", args.join(" ")));
         }
     }
-    let mut planted = Vec::new();
-    walk(&c.ws, &mut |p, _| {
-        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("PWNED")) {
-            planted.push(p.display().to_string());
-        }
-    });
-    if planted.is_empty() {
-        Ok(())
+    if marker.exists() {
+        Err(format!("host git ran the guest's program: {} exists", marker.display()))
     } else {
-        Err(format!("host git ran the guest's program: {}", planted.join(", ")))
+        Ok(())
     }
 }
 
 /// A git probe: the guest (root) runs `plant` with `$W` the workspace and `$M`
 /// a marker path its program would create; then the user's git runs on the host.
 fn git_probe(name: &'static str, plant: &'static str) -> Probe {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     probe(name, move |c| {
-        let w = c.ws.display().to_string();
-        let marker = format!("{w}/PWNED-{}", name.len());
-        c.root(&format!("W='{w}'; M='{marker}'; {plant}"));
-        host_git_runs_nothing(c, name)
+        let marker = c.ws.join(format!("PWNED-{n}"));
+        c.root(&format!("W='{}'; M='{}'; {plant}", c.ws.display(), marker.display()));
+        host_git_runs_nothing(c, &marker)
     })
 }
 

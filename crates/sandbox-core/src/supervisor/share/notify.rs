@@ -1,7 +1,7 @@
 //! The supervisor decides, call by call, whether virtiofsd may create a name.
 //!
 //! A seccomp filter in virtiofsd (installed before it starts) turns every
-//! creating call — `open`/`openat` with `O_CREAT`, `creat`, `mkdir[at]`,
+//! creating call — `open`/`openat`/`openat2` with `O_CREAT`, `creat`, `mkdir[at]`,
 //! `mknod[at]`, `symlink[at]`, `link[at]`, `rename[at|at2]` — into a user
 //! notification (`SECCOMP_RET_USER_NOTIF`). The filter's listener travels to the
 //! supervisor over a socket pair before exec; a thread there reads each call's
@@ -47,6 +47,8 @@ fn creating_calls() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Error> 
         (libc::SYS_open, creat(1)?),
         (libc::SYS_openat, creat(2)?),
         (libc::SYS_creat, vec![]),
+        // Its flags sit behind a pointer: every call stops, `decide` reads them.
+        (libc::SYS_openat2, vec![]),
         (libc::SYS_mkdir, vec![]),
         (libc::SYS_mkdirat, vec![]),
         (libc::SYS_mknod, vec![]),
@@ -66,7 +68,7 @@ fn creating_calls() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Error> 
 fn name_argument(nr: i64) -> Option<(Option<usize>, usize)> {
     let at = |dir: usize, path: usize| Some((Some(dir), path));
     match nr {
-        libc::SYS_openat | libc::SYS_mkdirat | libc::SYS_mknodat => at(0, 1),
+        libc::SYS_openat | libc::SYS_openat2 | libc::SYS_mkdirat | libc::SYS_mknodat => at(0, 1),
         libc::SYS_symlinkat => at(1, 2),
         libc::SYS_linkat | libc::SYS_renameat | libc::SYS_renameat2 => at(2, 3),
         libc::SYS_open | libc::SYS_creat | libc::SYS_mkdir | libc::SYS_mknod => Some((None, 0)),
@@ -178,6 +180,14 @@ fn answer_all(listener: &OwnedFd, shield: &Shield) {
 fn decide(notif: &libc::seccomp_notif, shield: &Shield) -> bool {
     let Some((dir_arg, path_arg)) = name_argument(i64::from(notif.data.nr)) else { return false };
     let pid = notif.pid;
+    if i64::from(notif.data.nr) == libc::SYS_openat2 {
+        // struct open_how { u64 flags; … }: only a creating open concerns us.
+        let Some(flags) = read_bytes(pid, notif.data.args[2], 8) else { return true };
+        let flags = u64::from_ne_bytes(flags.try_into().unwrap_or([0xff; 8]));
+        if flags & libc::O_CREAT as u64 == 0 {
+            return false;
+        }
+    }
     let Some(path) = read_c_string(pid, notif.data.args[path_arg]) else { return true };
     let (prefix, name) = match path.iter().rposition(|b| *b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
@@ -201,6 +211,14 @@ fn decide(notif: &libc::seccomp_notif, shield: &Shield) -> bool {
         Ok(m) => shield.refuses(DirId { dev: m.dev(), ino: m.ino() }, name),
         Err(_) => shield.refuses_anywhere(name),
     }
+}
+
+/// `len` bytes at `addr` in `pid`'s memory.
+fn read_bytes(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let mem = File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut buf = vec![0u8; len];
+    mem.read_exact_at(&mut buf, addr).ok()?;
+    Some(buf)
 }
 
 /// A NUL-terminated string at `addr` in `pid`'s memory, at most `PATH_MAX` bytes.
