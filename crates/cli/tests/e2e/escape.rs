@@ -311,14 +311,29 @@ fn git_probes() -> Vec<Probe> {
             "git: config.worktree with extensions.worktreeConfig",
             r#"printf '[extensions]\n\tworktreeConfig = true\n' >> "$W/.git/config"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/.git/config.worktree""#,
         ),
-        git_probe(
-            "git: alternates to a FIFO",
-            r#"mkfifo "$W/fifo-alt"; echo "$W/fifo-alt" > "$W/.git/objects/info/alternates""#,
-        ),
-        git_probe(
-            "git: alternates to another object store",
-            r#"git init -q "$W/other" 2>/dev/null; echo "$W/other/.git/objects" > "$W/.git/objects/info/alternates""#,
-        ),
+        // A FIFO as the alternates file itself: git would block reading it.
+        git_probe("git: alternates that are a FIFO", r#"mkfifo "$W/.git/objects/info/alternates""#),
+        probe("git: alternates to another object store", |c| {
+            // An object only the guest's store has: visible to host git only
+            // if it followed the planted alternates.
+            let w = c.ws.display();
+            let (_, out) = c.root(&format!(
+                "cd '{w}' && git init -q other && echo only-in-other | git -c safe.directory=* --git-dir=other/.git hash-object -w --stdin && \\
+                 echo '{w}/other/.git/objects' > .git/objects/info/alternates"
+            ));
+            let sha = out.lines().find(|l| l.len() == 40).unwrap_or_default().to_string();
+            let seen = std::process::Command::new("git")
+                .args(["cat-file", "-e", &sha])
+                .current_dir(&c.ws)
+                .status()
+                .unwrap()
+                .success();
+            if sha.is_empty() || !seen {
+                Ok(())
+            } else {
+                Err(format!("host git reads {sha} from the guest's object store"))
+            }
+        }),
         git_probe(
             "git: a promisor remote whose uploadpack is a program",
             r#"printf '[remote "origin"]\n\turl = %s\n\tpromisor = true\n\tuploadpack = touch "%s"; git-upload-pack\n[extensions]\n\tpartialClone = origin\n' "$W" "$M" >> "$W/.git/config""#,
@@ -335,9 +350,15 @@ fn git_probes() -> Vec<Probe> {
             "git: a filter driver picked by info/attributes and .gitattributes",
             r#"echo '* filter=evil diff=evil' > "$W/.git/info/attributes"; echo '* filter=evil diff=evil merge=evil' > "$W/.gitattributes"; printf '[filter "evil"]\n\tclean = touch %s\n\tsmudge = touch %s\n' "$M" "$M" >> "$W/.git/config""#,
         ),
+        // A registered submodule (gitlink in the index, .gitmodules) whose git
+        // folder under .git/modules has a program in its config: host `git
+        // status` would recurse into it.
         git_probe(
             "git: a submodule whose git folder the guest made",
-            r#"mkdir -p "$W/.git/modules/sub" "$W/sub"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/.git/modules/sub/config"; echo 'gitdir: ../.git/modules/sub' > "$W/sub/.git""#,
+            r#"cd "$W" && mkdir -p .git/modules && cp -r .git .git/modules/sub 2>/dev/null; mkdir -p sub;
+               printf '[core]\n\tfsmonitor = touch "%s"\n\tworktree = ../../../sub\n' "$M" >> .git/modules/sub/config;
+               echo 'gitdir: ../.git/modules/sub' > sub/.git; printf '[submodule "sub"]\n\tpath = sub\n\turl = ./sub\n' > .gitmodules;
+               git -c safe.directory=* update-index --add --cacheinfo "160000,$(git -c safe.directory=* rev-parse HEAD),sub""#,
         ),
         git_probe(
             "git: core.pager, core.editor and an alias",
