@@ -20,6 +20,8 @@ struct Ctx<'a> {
     name: &'a str,
     ws: PathBuf,
     owner: (u32, u32),
+    /// The workspace repository's `.git/config` before any probe.
+    git_config: String,
 }
 
 impl Ctx<'_> {
@@ -224,7 +226,7 @@ fn share_probes() -> Vec<Probe> {
 
 /// The user's plain git on the host, in the workspace: status, diff, a commit
 /// of everything, a checkout there and back. Each call may take 60 s at most
-/// (an alternates FIFO would hang it). Then the probe's `marker`, which its
+/// (an alternates FIFO would hang it; 20 s). Then the probe's `marker`, which its
 /// planted program would create, may not exist.
 fn host_git_runs_nothing(c: &Ctx, marker: &Path) -> Result<(), String> {
     let home = tempfile::tempdir().unwrap();
@@ -239,7 +241,7 @@ fn host_git_runs_nothing(c: &Ctx, marker: &Path) -> Result<(), String> {
     ];
     for args in steps {
         let out = std::process::Command::new("timeout")
-            .arg("60")
+            .arg("20")
             .arg("git")
             .args(args)
             .current_dir(&c.ws)
@@ -264,6 +266,33 @@ fn host_git_runs_nothing(c: &Ctx, marker: &Path) -> Result<(), String> {
     }
 }
 
+/// Undoes on the host whatever a git probe managed to plant, so that each
+/// probe meets the repository as it was (with the shield on, nothing is).
+fn reset_repo(c: &Ctx) {
+    let git = c.ws.join(".git");
+    if !git.is_dir() && c.ws.join(".git-old").is_dir() {
+        let _ = std::fs::remove_file(&git);
+        let _ = std::fs::rename(c.ws.join(".git-old"), &git);
+    }
+    let _ = std::fs::write(git.join("config"), &c.git_config);
+    for f in ["commondir", "config.worktree", "objects/info/alternates", "info/attributes"] {
+        let _ = std::fs::remove_file(git.join(f));
+    }
+    let _ = std::fs::remove_dir_all(git.join("modules"));
+    if let Ok(hooks) = std::fs::read_dir(git.join("hooks")) {
+        for h in hooks.flatten().filter(|h| !h.file_name().to_string_lossy().ends_with(".sample")) {
+            let _ = std::fs::remove_file(h.path());
+        }
+    }
+    let _ = std::process::Command::new("git")
+        .args(["update-index", "-q", "--force-remove", "sub"])
+        .current_dir(&c.ws)
+        .status();
+    for f in [".gitmodules", ".gitattributes"] {
+        let _ = std::fs::remove_file(c.ws.join(f));
+    }
+}
+
 /// A git probe: the guest (root) runs `plant` with `$W` the workspace and `$M`
 /// a marker path its program would create; then the user's git runs on the host.
 fn git_probe(name: &'static str, plant: &'static str) -> Probe {
@@ -272,7 +301,9 @@ fn git_probe(name: &'static str, plant: &'static str) -> Probe {
     probe(name, move |c| {
         let marker = c.ws.join(format!("PWNED-{n}"));
         c.root(&format!("W='{}'; M='{}'; {plant}", c.ws.display(), marker.display()));
-        host_git_runs_nothing(c, &marker)
+        let verdict = host_git_runs_nothing(c, &marker);
+        reset_repo(c);
+        verdict
     })
 }
 
@@ -549,7 +580,8 @@ fn a_root_guest_breaks_none_of_the_promises() {
     m.ok(&["start", "esc"]);
     // SAFETY: geteuid/getegid have no preconditions.
     let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-    let ctx = Ctx { m: &m, name: "esc", ws, owner };
+    let git_config = std::fs::read_to_string(ws.join(".git/config")).unwrap();
+    let ctx = Ctx { m: &m, name: "esc", ws, owner, git_config };
 
     let probes: Vec<Probe> =
         share_probes().into_iter().chain(git_probes()).chain(guest_probes()).chain(network_probes(up.port)).collect();
