@@ -231,8 +231,9 @@ fn share_probes() -> Vec<Probe> {
 fn host_git_runs_nothing(c: &Ctx, marker: &Path) -> Result<(), String> {
     let home = tempfile::tempdir().unwrap();
     let branch = format!("probe-{}", marker.file_name().unwrap().to_string_lossy());
-    let steps: [&[&str]; 6] = [
+    let steps: [&[&str]; 7] = [
         &["status"],
+        &["log", "-p", "-3"],
         &["diff"],
         &["add", "-A"],
         &["commit", "-q", "--allow-empty", "-m", "host commit"],
@@ -284,10 +285,9 @@ fn reset_repo(c: &Ctx) {
             let _ = std::fs::remove_file(h.path());
         }
     }
-    let _ = std::process::Command::new("git")
-        .args(["update-index", "-q", "--force-remove", "sub"])
-        .current_dir(&c.ws)
-        .status();
+    // The promisor probes delete a blob the repository needs: put it back.
+    let restore = "echo a | git hash-object -w --stdin >/dev/null; git update-index -q --force-remove sub";
+    let _ = std::process::Command::new("sh").args(["-c", restore]).current_dir(&c.ws).status();
     for f in [".gitmodules", ".gitattributes"] {
         let _ = std::fs::remove_file(c.ws.join(f));
     }
@@ -300,7 +300,13 @@ fn git_probe(name: &'static str, plant: &'static str) -> Probe {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     probe(name, move |c| {
         let marker = c.ws.join(format!("PWNED-{n}"));
-        c.root(&format!("W='{}'; M='{}'; {plant}", c.ws.display(), marker.display()));
+        // The host may have undone the last probe's plants: drop what the
+        // guest cached of them first.
+        c.root(&format!(
+            "echo 3 > /proc/sys/vm/drop_caches; W='{}'; M='{}'; {plant}",
+            c.ws.display(),
+            marker.display()
+        ));
         let verdict = host_git_runs_nothing(c, &marker);
         reset_repo(c);
         verdict
@@ -340,7 +346,7 @@ fn git_probes() -> Vec<Probe> {
         ),
         git_probe(
             "git: config.worktree with extensions.worktreeConfig",
-            r#"printf '[extensions]\n\tworktreeConfig = true\n' >> "$W/.git/config"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/.git/config.worktree""#,
+            r#"printf '[core]\n\trepositoryformatversion = 1\n[extensions]\n\tworktreeConfig = true\n' >> "$W/.git/config"; printf '[core]\n\tfsmonitor = touch "%s"\n' "$M" > "$W/.git/config.worktree""#,
         ),
         // A FIFO as the alternates file itself: git would block reading it.
         git_probe("git: alternates that are a FIFO", r#"mkfifo "$W/.git/objects/info/alternates""#),
@@ -366,16 +372,18 @@ fn git_probes() -> Vec<Probe> {
             }
         }),
         git_probe(
-            "git: a promisor remote whose uploadpack is a program",
-            r#"printf '[remote "origin"]\n\turl = %s\n\tpromisor = true\n\tuploadpack = touch "%s"; git-upload-pack\n[extensions]\n\tpartialClone = origin\n' "$W" "$M" >> "$W/.git/config""#,
+            "git: a promisor remote whose uploadpack is a program (lazy fetch of an object the guest deleted)",
+            r#"printf '[core]\n\trepositoryformatversion = 1\n[remote "origin"]\n\turl = %s\n\tpromisor = true\n\tuploadpack = touch "%s"; git-upload-pack\n[extensions]\n\tpartialClone = origin\n' "$W" "$M" >> "$W/.git/config";
+               b=$(git -c safe.directory=* -C "$W" rev-parse HEAD:a.txt); rm -f "$W/.git/objects/${b:0:2}/${b:2}""#,
         ),
         git_probe(
-            "git: ext:: and fd:: remote URLs",
-            r#"printf '[remote "x"]\n\turl = ext::sh -c touch% %s\n[protocol]\n\tallow = always\n' "$M" >> "$W/.git/config""#,
+            "git: a promisor remote with an ext:: URL",
+            r#"printf '[core]\n\trepositoryformatversion = 1\n[remote "origin"]\n\turl = ext::sh -c touch% %s\n\tpromisor = true\n[protocol]\n\tallow = always\n[extensions]\n\tpartialClone = origin\n' "$M" >> "$W/.git/config";
+               b=$(git -c safe.directory=* -C "$W" rev-parse HEAD:a.txt); rm -f "$W/.git/objects/${b:0:2}/${b:2}""#,
         ),
         git_probe(
             "git: gpg.program with commit.gpgSign",
-            r#"printf '[commit]\n\tgpgSign = true\n[gpg]\n\tprogram = touch %s\n' "$M" >> "$W/.git/config""#,
+            r#"printf '#!/bin/sh\ntouch "%s"\nexit 1\n' "$M" > "$W/g.sh"; chmod +x "$W/g.sh"; printf '[commit]\n\tgpgSign = true\n[gpg]\n\tprogram = %s/g.sh\n' "$W" >> "$W/.git/config""#,
         ),
         git_probe(
             "git: a filter driver picked by info/attributes and .gitattributes",
@@ -392,12 +400,14 @@ fn git_probes() -> Vec<Probe> {
                git -c safe.directory=* update-index --add --cacheinfo "160000,$(git -c safe.directory=* rev-parse HEAD),sub""#,
         ),
         git_probe(
-            "git: core.pager, core.editor and an alias",
-            r#"printf '[core]\n\tpager = touch %s\n\teditor = touch %s\n[alias]\n\tstatus = !touch %s\n' "$M" "$M" "$M" >> "$W/.git/config""#,
+            "git: diff.external",
+            r#"printf '#!/bin/sh\ntouch "%s"\n' "$M" > "$W/d.sh"; chmod +x "$W/d.sh"; echo change >> "$W/a.txt"; printf '[diff]\n\texternal = %s/d.sh\n' "$W" >> "$W/.git/config""#,
         ),
         probe("git: the agent still commits in live mode", |c| {
             let w = c.ws.display();
-            c.root(&format!("cd '{w}' && sudo -u agent git -c user.name=agent -c user.email=a@x commit -q --allow-empty -m 'agent commit'"));
+            let (_, said) = c.root(&format!(
+                "cd '{w}' && sudo -u agent git -c user.name=agent -c user.email=a@x commit -q --allow-empty -m 'agent commit'"
+            ));
             let out = std::process::Command::new("git")
                 .args(["log", "-1", "--format=%s"])
                 .current_dir(&c.ws)
@@ -407,7 +417,7 @@ fn git_probes() -> Vec<Probe> {
             if subject == "agent commit" {
                 Ok(())
             } else {
-                Err(format!("the host's last commit is {subject:?}"))
+                Err(format!("the host's last commit is {subject:?}; the agent's commit said: {said}"))
             }
         }),
     ]
@@ -563,9 +573,11 @@ fn a_root_guest_breaks_none_of_the_promises() {
     m.ok(&["policy", "deny", "network", "denied.test"]);
     let ws = m.workspace("escape");
     // A repository, as most workspaces are: the git probes plant in its `.git`.
+    std::fs::write(ws.join("a.txt"), "a\n").unwrap();
     for args in [
         &["init", "-q", "-b", "main"][..],
-        &["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "first"],
+        &["add", "a.txt"],
+        &["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "first"],
     ] {
         assert!(std::process::Command::new("git").args(args).current_dir(&ws).status().unwrap().success());
     }
