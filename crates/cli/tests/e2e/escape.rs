@@ -285,8 +285,10 @@ fn reset_repo(c: &Ctx) {
             let _ = std::fs::remove_file(h.path());
         }
     }
-    // The promisor probes delete a blob the repository needs: put it back.
-    let restore = "echo a | git hash-object -w --stdin >/dev/null; git update-index -q --force-remove sub";
+    // The promisor probes delete a blob the repository needs: put it back;
+    // then the first commit, and nothing else, in the index and worktree.
+    let restore = "echo a | git hash-object -w --stdin >/dev/null; rm -f .git/objects/pack/*.promisor; \
+                   git reset -q --hard first; git clean -qfdx";
     let _ = std::process::Command::new("sh").args(["-c", restore]).current_dir(&c.ws).status();
     for f in [".gitmodules", ".gitattributes"] {
         let _ = std::fs::remove_file(c.ws.join(f));
@@ -378,7 +380,7 @@ fn git_probes() -> Vec<Probe> {
         ),
         git_probe(
             "git: a promisor remote with an ext:: URL",
-            r#"printf '[core]\n\trepositoryformatversion = 1\n[remote "origin"]\n\turl = ext::sh -c touch% %s\n\tpromisor = true\n[protocol]\n\tallow = always\n[extensions]\n\tpartialClone = origin\n' "$M" >> "$W/.git/config";
+            r#"printf '[core]\n\trepositoryformatversion = 1\n[remote "origin"]\n\turl = ext::sh -c touch%% %s\n\tpromisor = true\n[protocol]\n\tallow = always\n[extensions]\n\tpartialClone = origin\n' "$M" >> "$W/.git/config";
                b=$(git -c safe.directory=* -C "$W" rev-parse HEAD:a.txt); rm -f "$W/.git/objects/${b:0:2}/${b:2}""#,
         ),
         git_probe(
@@ -578,6 +580,7 @@ fn a_root_guest_breaks_none_of_the_promises() {
         &["init", "-q", "-b", "main"][..],
         &["add", "a.txt"],
         &["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "first"],
+        &["tag", "first"],
     ] {
         assert!(std::process::Command::new("git").args(args).current_dir(&ws).status().unwrap().success());
     }
