@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz`: the cargo-fuzz targets in `crates/vmm/fuzz`, each for
+//! `cargo xtask fuzz`: the cargo-fuzz targets in `fuzz`, each for
 //! a while, with a summary of executions and crashes. Needs a nightly
 //! toolchain (libFuzzer's instrumentation); installs cargo-fuzz if missing.
 //! Not part of `cargo xtask test` or CI.
@@ -40,7 +40,7 @@ struct Outcome {
 /// Runs the chosen targets and prints executions and crashes per target.
 pub fn run_fuzz(args: &Args) -> Result<()> {
     ensure_tools()?;
-    let dir = root().join("crates/vmm/fuzz");
+    let dir = root().join("fuzz");
     let targets: Vec<&'static str> =
         TARGETS.into_iter().filter(|t| args.target.as_deref().is_none_or(|a| a == *t)).collect();
     let mut outcomes = Vec::new();
@@ -58,7 +58,7 @@ pub fn run_fuzz(args: &Args) -> Result<()> {
     }
     let crashes: usize = outcomes.iter().map(|o| o.crashes.len()).sum();
     if crashes > 0 {
-        bail!("{crashes} crash(es); reproduce with `cargo +nightly fuzz run -O <target> <file>` in crates/vmm/fuzz");
+        bail!("{crashes} crash(es); reproduce with `cargo +nightly fuzz run -O <target> <file>` in fuzz");
     }
     Ok(())
 }

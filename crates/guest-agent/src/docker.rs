@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::log::log;
-use crate::proto::ExitStatus;
+use moat_proto::exec::ExitStatus;
 use crate::server::Reaper;
 
 /// Where clients find the engine (Docker's default).

@@ -1,13 +1,12 @@
-//! Moat's guest agent: PID 1 inside every sandbox VM, and the exec protocol it speaks.
+//! Moat's guest agent: PID 1 inside every sandbox VM.
 //!
-//! The host side of Moat only needs [`proto`] (build this crate with
-//! `default-features = false`). The `agent` feature adds the guest-side pieces:
-//! the exec [`server`] (transport-agnostic, so it is tested on the host over Unix
-//! sockets) and the [`init`] duties of PID 1.
+//! It speaks the contracts of `moat-proto` (the exec and egress protocols, the
+//! boot parameters); the host links that crate, not this one. The pieces: the
+//! exec [`server`] (transport-agnostic, so it is tested on the host over Unix
+//! sockets), the [`init`] duties of PID 1, the guest side of [`egress`] and the
+//! on-demand Docker engine ([`docker`]).
 //!
 //! This crate does not talk to hypervisors, proxies or the host filesystem.
-
-pub mod proto;
 
 #[cfg(feature = "agent")]
 pub mod docker;

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use moat_guest_agent::proto::{write_frame, Frame, FrameError, FrameReader, Op, RemoteError, Request, VERSION};
-pub use moat_guest_agent::proto::{ExecRequest, ExitStatus, Pong, WinSize, AGENT_PORT, STDIN_WINDOW};
+use moat_proto::exec::{write_frame, Frame, FrameError, FrameReader, Op, RemoteError, Request, VERSION};
+pub use moat_proto::exec::{ExecRequest, ExitStatus, Pong, WinSize, AGENT_PORT, STDIN_WINDOW};
 
 /// Why talking to the guest agent failed.
 #[derive(Debug, thiserror::Error)]

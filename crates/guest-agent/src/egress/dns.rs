@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::vsock::VsockStream;
 use crate::log::log;
-use crate::proto::egress::DNS_PORT;
+use moat_proto::egress::DNS_PORT;
 
 /// Largest DNS message forwarded (EDNS0's usual UDP payload size).
 const MAX_MESSAGE: usize = 4096;

@@ -14,7 +14,7 @@
 //! The boundary is that the VM has no network device to the outside and the
 //! host only answers these vsock ports, each through the policy proxy.
 //!
-//! [`GuestNetConfig`]: crate::proto::egress::GuestNetConfig
+//! [`GuestNetConfig`]: moat_proto::egress::GuestNetConfig
 
 mod dns;
 mod relay;

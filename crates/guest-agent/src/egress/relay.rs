@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::vsock::VsockStream;
 use crate::log::log;
-use crate::proto::egress::TransparentHeader;
+use moat_proto::egress::TransparentHeader;
 
 /// How long a connection waits for the host to accept its vsock connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

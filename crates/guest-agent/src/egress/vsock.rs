@@ -51,7 +51,7 @@ impl Read for VsockStream {
 impl Write for VsockStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Writes stay within one 32 KiB frame's worth: see proto::MAX_FRAME.
-        let n = buf.len().min(crate::proto::MAX_FRAME);
+        let n = buf.len().min(moat_proto::exec::MAX_FRAME);
         nix::unistd::write(&self.0, &buf[..n]).map_err(io::Error::from)
     }
 

@@ -4,7 +4,6 @@
 //! Nothing here may panic or return: PID 1 exiting is a kernel panic. Failures are
 //! logged to the console; a boot that cannot build its root powers off.
 
-mod cmdline;
 mod mounts;
 mod power;
 
@@ -14,10 +13,10 @@ use std::sync::Arc;
 use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 
 use crate::log::log;
-use crate::proto::AGENT_PORT;
+use moat_proto::exec::AGENT_PORT;
 use crate::server::{Reaper, Server, ServerConfig};
 
-pub use cmdline::{decode_hex, parse as parse_cmdline, BootConfig, CmdlineError, ShareMount};
+pub use moat_proto::boot::{decode_hex, parse as parse_cmdline, BootConfig, CmdlineError, ShareMount};
 pub use mounts::MountError;
 pub use power::power_off;
 
@@ -33,7 +32,7 @@ pub fn run() -> ! {
     Reaper::global();
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let (config, errors) = cmdline::parse(&cmdline);
+    let (config, errors) = moat_proto::boot::parse(&cmdline);
     for e in &errors {
         log!("{e}");
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
-use super::cmdline::ShareMount;
+use moat_proto::boot::ShareMount;
 use crate::log::log;
 
 /// A failed boot step.

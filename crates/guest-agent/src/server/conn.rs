@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 
-use crate::proto::{DecodeError, Frame, FrameError, FrameReader, RemoteError, MAX_FRAME};
+use moat_proto::exec::{DecodeError, Frame, FrameError, FrameReader, RemoteError, MAX_FRAME};
 
 /// What reading the connection gave.
 #[derive(Debug)]

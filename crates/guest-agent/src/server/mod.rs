@@ -36,7 +36,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{accept4, SockFlag};
 
 use crate::log::log;
-use crate::proto::{Frame, Op, Pong, Request, VERSION};
+use moat_proto::exec::{Frame, Op, Pong, Request, VERSION};
 use conn::{Conn, Incoming};
 
 pub use prepare::DEFAULT_PATH;
@@ -224,7 +224,7 @@ impl Server {
                 let _ = conn.send(&Frame::Pong(pong));
             }
             Op::Shutdown => {
-                let _ = conn.send(&Frame::Exit(crate::proto::ExitStatus::Code(0)));
+                let _ = conn.send(&Frame::Exit(moat_proto::exec::ExitStatus::Code(0)));
                 (self.on_shutdown)();
             }
             Op::Exec(req) => {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::users::{self, Account, UserError};
 use super::{ExecError, ServerConfig};
-use crate::proto::{ExecRequest, WinSize};
+use moat_proto::exec::{ExecRequest, WinSize};
 
 /// The default `PATH` of every process.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -22,7 +22,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
 use crate::log::log;
-use crate::proto::ExitStatus;
+use moat_proto::exec::ExitStatus;
 
 /// Process-wide reaper; see the module docs.
 #[derive(Debug)]

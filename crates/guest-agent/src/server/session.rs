@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::conn::{Conn, Incoming};
 use super::spawn::{set_winsize, Child, ChildIo};
-use crate::proto::{ExitStatus, Frame, MAX_PAYLOAD};
+use moat_proto::exec::{ExitStatus, Frame, MAX_PAYLOAD};
 
 /// Most client bytes held for a process that is not reading its stdin.
 pub const STDIN_BACKLOG: usize = 2 * MAX_PAYLOAD;

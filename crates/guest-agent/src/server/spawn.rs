@@ -16,7 +16,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use super::prepare::Prepared;
 use super::reaper::{ExitWatch, Reaper};
 use super::ExecError;
-use crate::proto::WinSize;
+use moat_proto::exec::WinSize;
 
 /// The parent's ends of a child's standard streams.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use moat_guest_agent::proto::{write_data, ExecRequest, ExitStatus, Frame};
+use moat_proto::exec::{write_data, ExecRequest, ExitStatus, Frame};
 
 use crate::harness::{eventually, is_dead, run, sh, Client};
 
@@ -45,7 +45,7 @@ fn stdin_round_trips_through_cat_binary_safe() {
     let input = data.clone();
     let feeder = std::thread::spawn(move || {
         write_data(&mut writer, &input, Frame::Stdin).unwrap();
-        moat_guest_agent::proto::write_frame(&mut writer, &Frame::StdinEof).unwrap();
+        moat_proto::exec::write_frame(&mut writer, &Frame::StdinEof).unwrap();
     });
     client.started();
     let mut stdout = Vec::new();

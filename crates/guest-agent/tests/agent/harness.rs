@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use moat_guest_agent::proto::{
+use moat_proto::exec::{
     write_frame, ExecRequest, ExitStatus, Frame, FrameReader, Op, RemoteError, Request, VERSION,
 };
 use moat_guest_agent::server::{Server, ServerConfig};

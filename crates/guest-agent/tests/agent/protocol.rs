@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
-use moat_guest_agent::proto::{ExitStatus, Frame, Op, Request, VERSION};
+use moat_proto::exec::{ExitStatus, Frame, Op, Request, VERSION};
 
 use crate::harness::{Client, SHUTDOWNS};
 
@@ -67,7 +67,7 @@ fn disconnect_before_request_is_quiet() {
 
 #[test]
 fn malformed_frame_mid_exec_ends_the_session() {
-    let mut client = Client::exec(moat_guest_agent::proto::ExecRequest {
+    let mut client = Client::exec(moat_proto::exec::ExecRequest {
         argv: vec!["sleep".into(), "100".into()],
         ..Default::default()
     });

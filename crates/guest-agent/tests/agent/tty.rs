@@ -1,6 +1,6 @@
 //! Terminal execs: size, resize, Ctrl-C, signals to the foreground group.
 
-use moat_guest_agent::proto::{ExecRequest, ExitStatus, Frame, WinSize};
+use moat_proto::exec::{ExecRequest, ExitStatus, Frame, WinSize};
 
 use crate::harness::{run, Client};
 

@@ -217,16 +217,17 @@ pub fn hypervisor(kind: BackendKind) -> Result<Box<dyn Hypervisor>, BackendError
 /// The guest kernel command line for `vm`: console, reboot-to-exit, and the
 /// `moat.*` parameters the guest agent reads.
 pub fn kernel_cmdline(vm: &VmConfig) -> String {
-    let mut c = format!(
-        "console=ttyS0 reboot=t panic=-1 quiet loglevel=3 moat.name={} moat.root=/dev/vda moat.state=/dev/vdb",
-        vm.name
-    );
-    for s in &vm.shares {
-        let hex: String = s.path.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        let mode = if s.read_only { "ro" } else { "rw" };
-        c.push_str(&format!(" moat.mount={},{},{}", s.tag, hex, mode));
-    }
-    c
+    let boot = moat_proto::boot::BootConfig {
+        name: Some(vm.name.clone()),
+        root: Some("/dev/vda".into()),
+        state: Some("/dev/vdb".into()),
+        mounts: vm
+            .shares
+            .iter()
+            .map(|s| moat_proto::boot::ShareMount { tag: s.tag.clone(), path: s.path.clone(), read_only: s.read_only })
+            .collect(),
+    };
+    format!("console=ttyS0 reboot=t panic=-1 quiet loglevel=3 {}", boot.encode())
 }
 
 /// Longest command line the x86 kernel accepts (COMMAND_LINE_SIZE − NUL), minus

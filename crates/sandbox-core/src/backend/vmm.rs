@@ -83,7 +83,7 @@ impl Hypervisor for Vmm {
     }
 
     fn stop_now(&self, vm: &VmConfig) -> bool {
-        moat_vmm::ApiClient::connect(api_socket(vm), API_TIMEOUT).and_then(|mut api| api.stop()).is_ok()
+        moat_proto::vmm::ApiClient::connect(api_socket(vm), API_TIMEOUT).and_then(|mut api| api.stop()).is_ok()
     }
 }
 

@@ -22,7 +22,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use moat_guest_agent::proto::egress::HomeFile;
+use moat_proto::egress::HomeFile;
 use moat_netproxy::proxy::{Headers, Intercept};
 use moat_secrets::{catalog, Scope, Vault};
 

@@ -1,5 +1,5 @@
 //! The egress service of one VM, run by its supervisor: the host ends of the
-//! guest's vsock egress ports (see `moat_guest_agent::proto::egress`), each
+//! guest's vsock egress ports (see `moat_proto::egress`), each
 //! answered by `moat-netproxy` under the live policy.
 //!
 //! The vsock backend turns a guest connection to host port P into a
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_guest_agent::proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
+use moat_proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
 use moat_netproxy::dns::{FakeIps, Responder};
 use moat_netproxy::log::{ConnectionSink, SqliteLog};
 use moat_netproxy::policy::Policy;

@@ -22,9 +22,8 @@
 //! Reads are bounded on both sides (see [`server`] and
 //! [`MAX_RESPONSE_BYTES`]).
 
-pub mod client;
-mod protocol;
 pub(crate) mod server;
 
-pub use self::client::{ApiClient, ApiError};
-pub use self::protocol::{Request, Response, VcpuStats, VmState, VmStats, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+pub use moat_proto::vmm::{
+    ApiClient, ApiError, Request, Response, VcpuStats, VmState, VmStats, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+};

@@ -11,7 +11,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use super::protocol::{Request, Response, MAX_REQUEST_BYTES};
+use moat_proto::vmm::{Request, Response, MAX_REQUEST_BYTES};
 
 /// Clients served at once.
 pub const MAX_CONNECTIONS: usize = 8;

@@ -1,4 +1,6 @@
-//! The boot configuration the host passes on the kernel command line.
+//! The boot configuration the host passes on the kernel command line: one
+//! [`BootConfig::encode`] (the host, whatever the backend) and one [`parse`]
+//! (the guest's init).
 //!
 //! ```text
 //! moat.name=NAME  moat.root=/dev/vda  moat.state=/dev/vdb
@@ -33,6 +35,24 @@ pub struct ShareMount {
     pub read_only: bool,
 }
 
+impl BootConfig {
+    /// The `moat.*` parameters, space-separated, as [`parse`] reads them back.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        for (key, value) in [("moat.name", &self.name), ("moat.root", &self.root), ("moat.state", &self.state)] {
+            if let Some(v) = value {
+                out.push(format!("{key}={v}"));
+            }
+        }
+        for m in &self.mounts {
+            let hex: String = m.path.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            let mode = if m.read_only { "ro" } else { "rw" };
+            out.push(format!("moat.mount={},{hex},{mode}", m.tag));
+        }
+        out.join(" ")
+    }
+}
+
 /// A `moat.*` parameter that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("ignoring bad kernel parameter `{param}`: {reason}")]
@@ -51,8 +71,8 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
         let Some((key, value)) = param.split_once('=') else { continue };
         let bad = |reason| CmdlineError { param: param.to_string(), reason };
         match key {
-            "moat.name" if valid_hostname(value) => cfg.name = Some(value.to_string()),
-            "moat.name" => errors.push(bad("a hostname is 1-64 of [A-Za-z0-9.-]")),
+            "moat.name" if crate::name::SandboxName::parse(value).is_ok() => cfg.name = Some(value.to_string()),
+            "moat.name" => errors.push(bad("not a sandbox name (see moat_proto::name)")),
             "moat.root" => cfg.root = Some(value.to_string()),
             "moat.state" => cfg.state = Some(value.to_string()),
             "moat.mount" => match parse_mount(value) {
@@ -104,10 +124,6 @@ pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     b.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
 }
 
-fn valid_hostname(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +166,21 @@ mod tests {
         assert!(cfg.mounts.is_empty());
         assert_eq!(cfg.name, None);
         assert_eq!(cfg.root.as_deref(), Some("/dev/vda"));
+    }
+
+    #[test]
+    fn what_the_host_encodes_the_guest_parses() {
+        let cfg = BootConfig {
+            name: Some("shell-my-project".into()),
+            root: Some("/dev/vda".into()),
+            state: Some("/dev/vdb".into()),
+            mounts: vec![
+                ShareMount { tag: "ws0".into(), path: "/a b/é,x".into(), read_only: false },
+                ShareMount { tag: "ws1".into(), path: "/srv/docs".into(), read_only: true },
+            ],
+        };
+        let line = format!("console=ttyS0 {} quiet", cfg.encode());
+        assert_eq!(parse(&line), (cfg, vec![]));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::io::{self, Read};
 
-use moat_guest_agent::proto::{Frame, FrameReader, HEADER_LEN, MAX_FRAME};
+use moat_proto::exec::{Frame, FrameReader, HEADER_LEN, MAX_FRAME};
 
 use crate::alloc;
 use crate::input::{Input, Seed};
@@ -72,7 +72,7 @@ fn decode_all(mut buf: &[u8]) -> Vec<Frame> {
 /// Seeds: every frame kind, encoded by the protocol itself, streamed in
 /// awkward cuts.
 pub fn seeds() -> Vec<Vec<u8>> {
-    use moat_guest_agent::proto::{ExecRequest, ExitStatus, Op, Pong, RemoteError, Request, WinSize, VERSION};
+    use moat_proto::exec::{ExecRequest, ExitStatus, Op, Pong, RemoteError, Request, WinSize, VERSION};
     let frames = [
         Frame::Request(Request { v: VERSION, op: Op::Ping }),
         Frame::Request(Request {

@@ -34,8 +34,6 @@
 
 use std::io::{self, Read, Write};
 
-pub mod egress;
-
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build.
