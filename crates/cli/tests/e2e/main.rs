@@ -10,6 +10,7 @@ mod docker;
 mod egress;
 mod exec;
 mod harness;
+mod host;
 mod injection;
 mod lifecycle;
 mod policy;
