@@ -1,6 +1,7 @@
 //! What the host keeps from the guest: folders it trusts are never shared, and its
 //! own processes never work in a workspace.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use crate::harness::{moat, moat_without_guest, stderr};
@@ -57,6 +58,14 @@ fn cwd_of(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default()
 }
 
+/// Soft and hard `Max open files` of a process.
+fn nofile_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (nums[0], nums[1])
+}
+
 /// Pids whose parent is `ppid`.
 fn children_of(ppid: u32) -> Vec<u32> {
     let mut kids = Vec::new();
@@ -77,8 +86,20 @@ fn the_daemon_the_supervisor_and_every_back_end_work_in_root() {
     let Some(m) = moat() else { return };
     let ws = m.workspace("cwd");
     // Started from inside the workspace: nothing may keep it as its working folder.
+    // With a low soft open-file limit, which the daemon and supervisor inherit.
     for args in [&["create", "--name", "cwd", "-m", "1g", "--cpus", "1", "shell", "."][..], &["start", "cwd"]] {
-        let out = m.cmd().current_dir(&ws).args(args).output().unwrap();
+        let mut cmd = m.cmd();
+        // SAFETY: runs in the forked child before exec; getrlimit/setrlimit are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = lim.rlim_cur.min(1024);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+        let out = cmd.current_dir(&ws).args(args).output().unwrap();
         assert!(out.status.success(), "moat {args:?}: {}", stderr(&out));
     }
     let status = m.status("cwd");
@@ -86,6 +107,10 @@ fn the_daemon_the_supervisor_and_every_back_end_work_in_root() {
     let daemon = daemon_pid(&m);
     assert_eq!(cwd_of(daemon), Path::new("/"), "the daemon");
     assert_eq!(cwd_of(supervisor), Path::new("/"), "the supervisor");
+    // The supervisor raised its soft limit to what 1,024 guest connections need.
+    let (soft, hard) = nofile_of(supervisor);
+    assert!(soft >= 2304.min(hard), "supervisor open-file limit {soft} (hard {hard})");
+    assert!(nofile_of(daemon).0 <= 1024, "the daemon kept the limit it was started with");
     let kids = children_of(supervisor);
     assert!(kids.len() >= 3, "virtiofsd, moat-vsock and the monitor: {kids:?}");
     for pid in kids {
