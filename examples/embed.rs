@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     // The supervisor contract: this binary must hand `__supervise DIR` to the library.
     if args.get(1).map(String::as_str) == Some("__supervise") {
-        std::process::exit(supervisor::supervise(&PathBuf::from(&args[2])));
+        std::process::exit(supervisor::supervise_process(&PathBuf::from(&args[2])));
     }
     let (Some(folder), command) = (args.get(1), &args[2.min(args.len())..]) else {
         eprintln!("usage: embed FOLDER COMMAND...");

@@ -114,9 +114,14 @@ pub struct SandboxOpts {
     /// Sandbox name (default `<agent>-<workdir>`).
     #[arg(long)]
     pub name: Option<String>,
-    /// Guest memory, e.g. `4g` (default: half the host's RAM, at most 32g).
+    /// Guest memory, e.g. `4g` (default: a quarter of the host's RAM, at least 1g,
+    /// at most 8g; never more than the host has).
     #[arg(short, long)]
     pub memory: Option<String>,
+    /// Size of the sandbox's state disk (sparse: only what the guest writes takes
+    /// space), e.g. `20g` (default 16g; 1g to 1t).
+    #[arg(long)]
+    pub disk: Option<String>,
     /// vCPUs (default: host CPUs − 1).
     #[arg(long)]
     pub cpus: Option<u32>,

@@ -18,7 +18,7 @@ use crate::attach::{attach, is_interactive, parse_env};
 pub fn dispatch(cmd: Command) -> Result<i32> {
     let home = Home::from_env();
     match cmd {
-        Command::Supervise { run_dir } => Ok(supervisor::supervise(&run_dir)),
+        Command::Supervise { run_dir } => Ok(supervisor::supervise_process(&run_dir)),
         Command::Daemon { command } => daemon_cmd(&home, command),
         Command::Version => {
             println!("moat {}", env!("CARGO_PKG_VERSION"));
@@ -134,6 +134,7 @@ fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRe
         mounts: paths.cloned().collect(),
         cpus: opts.cpus,
         memory: opts.memory.clone(),
+        disk: opts.disk.clone(),
         backend: opts.backend.clone(),
         branch: opts.branch.clone(),
         clone: opts.clone,

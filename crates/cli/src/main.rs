@@ -12,6 +12,8 @@ use clap::Parser;
 const MOAT_FAILED: i32 = 125;
 
 fn main() {
+    // Before any thread: programs (git, sh, the back-ends) come only from absolute folders.
+    moat_sandbox_core::host::drop_relative_path_entries();
     let cli = args::Cli::parse();
     match commands::dispatch(cli.command) {
         Ok(code) => std::process::exit(code),

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod credentials;
 pub mod daemon;
 pub mod egress;
+pub mod host;
 pub mod images;
 pub mod manager;
 pub mod owner;

@@ -17,13 +17,12 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, find_tool, BackendError, HostVirt, Share, Tool, VmConfig};
+use crate::host::{check_disk_space, DiskError, ProtectedDirs, ShareError};
 use crate::paths::Home;
 use crate::spec::{CreateRequest, HostSize, SandboxSpec, SpecError};
 use crate::state::{Record, Store, StoreError};
 use crate::supervisor::{Phase, RunDir, Status};
 
-/// Size of each sandbox's sparse state disk (only what the guest writes uses space).
-pub const STATE_DISK_BYTES: u64 = 32 << 30;
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -54,6 +53,12 @@ pub enum ManagerError {
     /// The definition is invalid.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A folder may not be shared (it would hand the guest something the host trusts).
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    /// The state disk has no room on the host.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -190,9 +195,15 @@ impl Manager {
         Ok(records.into_iter().map(|r| self.info(r)).collect())
     }
 
-    /// Defines a sandbox (and formats its state disk); does not start it.
+    /// Defines a sandbox (and formats its state disk); does not start it. Refuses
+    /// shares the host must keep from the guest (see [`crate::host::shares`]) and a
+    /// disk the host has no room for.
     pub fn create(&self, req: &CreateRequest, cwd: &Path) -> Result<SandboxInfo, ManagerError> {
         let mut spec = req.resolve(cwd, HostSize::detect())?;
+        let mut protected = ProtectedDirs::detect(&self.home);
+        for share in spec.shares() {
+            protected.check(&share.path)?;
+        }
         let guard = self.lock_name(&spec.name);
         let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
         if self.store().get(&spec.name)?.is_some() {
@@ -200,6 +211,8 @@ impl Manager {
         }
         let id = new_id();
         let dir = self.home.sandbox_dir(&id);
+        let disk = dir.join("state.ext4");
+        check_disk_space(&disk, spec.disk_mib << 20)?;
         std::fs::create_dir_all(dir.join("run")).map_err(io_err("cannot create the sandbox folder", &dir))?;
         let checkpoint = match crate::checkpoint::attach(&mut spec, req, &dir.join("workspace")) {
             Ok(c) => c,
@@ -208,11 +221,18 @@ impl Manager {
                 return Err(e);
             }
         };
-        let made = make_state_disk(&dir.join("state.ext4")).and_then(|()| {
+        // A checkpoint's clone lives in the sandbox's own folder, inside Moat's.
+        protected.allow(&dir.join("workspace"));
+        let made = (|| {
+            canonical_shares(&mut spec)?;
+            for share in spec.shares() {
+                protected.check(&share.path)?;
+            }
+            make_state_disk(&disk, spec.disk_mib << 20)?;
             let record = Record { id: id.clone(), created_at: now(), spec };
             self.store().insert(&record)?;
             Ok(record)
-        });
+        })();
         match made {
             Ok(record) => Ok(self.info(record)),
             Err(e) => {
@@ -234,6 +254,15 @@ impl Manager {
         if run.supervisor_alive() {
             return self.wait_ready(name, &run).map(|()| self.info(record));
         }
+        // A shared folder may have become a symlink (or a protected folder moved)
+        // since create: check again before virtiofsd is handed the paths.
+        let mut protected = ProtectedDirs::detect(&self.home);
+        protected.allow(&self.home.sandbox_dir(&record.id).join("workspace"));
+        for share in record.spec.shares() {
+            protected.recheck(&share.path)?;
+        }
+        let state_disk = self.home.sandbox_dir(&record.id).join("state.ext4");
+        check_disk_space(&state_disk, record.spec.disk_mib << 20)?;
         let selection = backend::select(&record.spec.backend, &HostVirt::detect())?;
         let images = self.images.images(&record.spec.agent).map_err(ManagerError::Images)?;
         for tool in [Tool::Virtiofsd, Tool::VsockBackend] {
@@ -262,7 +291,7 @@ impl Manager {
             kernel: images.kernel,
             initramfs: images.initramfs,
             root_disk: images.rootfs,
-            state_disk: self.home.sandbox_dir(&record.id).join("state.ext4"),
+            state_disk,
             shares,
             run_dir: run.path().to_path_buf(),
             egress: Some(crate::egress::EgressPaths::for_home(&self.home)),
@@ -296,7 +325,12 @@ impl Manager {
                 ManagerError::Io { what: "cannot open the supervisor log", path: run.supervisor_log(), source }
             })?;
         let mut cmd = Command::new(&self.supervisor.program);
-        cmd.args(&self.supervisor.args).arg(run.path()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        cmd.args(&self.supervisor.args)
+            .arg(run.path())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
         // SAFETY: runs in the forked child before exec; setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -408,12 +442,25 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Man
     move |source| ManagerError::Io { what, path, source }
 }
 
-fn make_state_disk(path: &Path) -> Result<(), ManagerError> {
+/// Records every share by its canonical path (a checkpoint's paths may come
+/// through a symlinked `$MOAT_HOME`), so a start can tell when one has changed.
+fn canonical_shares(spec: &mut SandboxSpec) -> Result<(), ManagerError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).map_err(io_err("cannot resolve a shared folder", p));
+    spec.workspace = canon(&spec.workspace)?;
+    for m in &mut spec.mounts {
+        m.path = canon(&m.path)?;
+    }
+    Ok(())
+}
+
+/// A sparse ext4 file of `bytes` (only what the guest writes takes space).
+fn make_state_disk(path: &Path, bytes: u64) -> Result<(), ManagerError> {
     let io = |what| io_err(what, path);
     let f = std::fs::File::create(path).map_err(io("cannot create the state disk"))?;
-    f.set_len(STATE_DISK_BYTES).map_err(io("cannot size the state disk"))?;
+    f.set_len(bytes).map_err(io("cannot size the state disk"))?;
     drop(f);
     let out = Command::new(find_tool(Tool::MkfsExt4)?)
+        .current_dir("/")
         .args(["-q", "-F", "-m", "0", "-L", "moat-state", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
         .arg(path)
         .output()

@@ -30,7 +30,8 @@ impl Home {
         } else {
             home_dir().join(".local/share/moat")
         };
-        Home { root }
+        // Host processes change to `/`: a relative root must not change meaning.
+        Home { root: std::path::absolute(&root).unwrap_or(root) }
     }
 
     /// An installation rooted at `root`.

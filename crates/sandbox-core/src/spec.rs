@@ -28,9 +28,14 @@ pub struct CreateRequest {
     /// vCPUs; 0 or absent = host CPUs − 1 (at least 1).
     #[serde(default)]
     pub cpus: Option<u32>,
-    /// Memory, e.g. `2g`, `512m`; default half the host's RAM, at most 32 GiB.
+    /// Memory, e.g. `2g`, `512m`; default a quarter of the host's RAM, at least
+    /// 1 GiB and at most 8 GiB (see [`crate::host::default_memory_mib`]); never
+    /// more than the host has.
     #[serde(default)]
     pub memory: Option<String>,
+    /// Size of the sparse state disk, e.g. `20g`; default 16 GiB (1 GiB to 1 TiB).
+    #[serde(default)]
+    pub disk: Option<String>,
     /// Hypervisor backend: `auto` (default), `qemu` or `vmm`.
     #[serde(default)]
     pub backend: Option<String>,
@@ -72,6 +77,9 @@ pub struct SandboxSpec {
     pub cpus: u32,
     /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// Size of the sparse state disk in MiB (records from before the option: 32 GiB).
+    #[serde(default = "legacy_disk_mib")]
+    pub disk_mib: u64,
     /// Backend choice as the user gave it (`auto`, `qemu`, `vmm`).
     pub backend: String,
     /// The git repository whose review checkpoint the workspace is (see `moat_worktree`).
@@ -80,6 +88,10 @@ pub struct SandboxSpec {
     /// Who owns, on the host, what the guest writes to its shares.
     #[serde(default = "ShareOwner::invoking")]
     pub owner: ShareOwner,
+}
+
+fn legacy_disk_mib() -> u64 {
+    32 * 1024
 }
 
 impl SandboxSpec {
@@ -111,6 +123,12 @@ pub enum SpecError {
     /// Bad memory size.
     #[error("invalid memory size {0:?}: use a number with a unit, e.g. 512m or 4g (256 MiB to 32 GiB)")]
     BadMemory(String),
+    /// More memory than the host has.
+    #[error("cannot give the guest {0} MiB of memory: this host has {1} MiB; choose a smaller -m")]
+    MemoryOverHost(u64, u64),
+    /// Bad state disk size.
+    #[error(transparent)]
+    BadDisk(#[from] crate::host::DiskError),
     /// Bad CPU count.
     #[error("invalid CPU count {0}: this host has {1} CPUs")]
     BadCpus(u32, u32),
@@ -247,7 +265,14 @@ impl CreateRequest {
         };
         let memory_mib = match &self.memory {
             Some(m) => parse_memory(m)?,
-            None => (host.memory_mib / 2).clamp(256, 32 * 1024),
+            None => crate::host::default_memory_mib(host.memory_mib),
+        };
+        if memory_mib > host.memory_mib {
+            return Err(SpecError::MemoryOverHost(memory_mib, host.memory_mib));
+        }
+        let disk_mib = match &self.disk {
+            Some(d) => crate::host::parse_disk_size(d)? >> 20,
+            None => crate::host::resources::DEFAULT_DISK_GIB * 1024,
         };
         let backend = self.backend.clone().unwrap_or_else(|| "auto".into());
         if !matches!(backend.as_str(), "auto" | "qemu" | "vmm") {
@@ -262,6 +287,7 @@ impl CreateRequest {
             mounts,
             cpus,
             memory_mib,
+            disk_mib,
             backend,
             checkpoint_repo: None,
             owner,
@@ -316,7 +342,8 @@ mod tests {
         let spec = req.resolve(dir.path(), host).unwrap();
         assert_eq!(spec.name, "shell-proj");
         assert_eq!(spec.cpus, 3);
-        assert_eq!(spec.memory_mib, 4096);
+        assert_eq!(spec.memory_mib, 2048, "a quarter of the host");
+        assert_eq!(spec.disk_mib, 16 * 1024);
         assert_eq!(spec.workspace, ws.canonicalize().unwrap());
         assert_eq!(spec.mounts, vec![Mount { path: extra.canonicalize().unwrap(), read_only: true }]);
 
@@ -326,6 +353,13 @@ mod tests {
         assert!(matches!(missing.resolve(dir.path(), host), Err(SpecError::BadPath { .. })));
         let root = CreateRequest { workspace: "/".into(), mounts: vec![], ..req.clone() };
         assert!(matches!(root.resolve(dir.path(), host), Err(SpecError::BadPath { .. })));
+        let big = CreateRequest { memory: Some("9g".into()), ..req.clone() };
+        let err = big.resolve(dir.path(), host).unwrap_err();
+        assert!(matches!(err, SpecError::MemoryOverHost(9216, 8192)), "{err}");
+        let disk = CreateRequest { disk: Some("20g".into()), ..req.clone() };
+        assert_eq!(disk.resolve(dir.path(), host).unwrap().disk_mib, 20 * 1024);
+        let disk = CreateRequest { disk: Some("20".into()), ..req.clone() };
+        assert!(matches!(disk.resolve(dir.path(), host), Err(SpecError::BadDisk(_))));
         let cpus = CreateRequest { cpus: Some(9), ..req };
         assert!(matches!(cpus.resolve(dir.path(), host), Err(SpecError::BadCpus(9, 4))));
     }

@@ -145,6 +145,7 @@ mod tests {
                 mounts: vec![],
                 cpus: 1,
                 memory_mib: 512,
+                disk_mib: 16 * 1024,
                 backend: "auto".into(),
                 checkpoint_repo: None,
                 owner: crate::owner::ShareOwner { uid: 0, gid: 0 },

@@ -11,6 +11,7 @@ mod egress;
 mod escape;
 mod exec;
 mod harness;
+mod host;
 mod injection;
 mod lifecycle;
 mod policy;

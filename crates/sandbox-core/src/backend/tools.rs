@@ -20,7 +20,8 @@ pub enum Tool {
 }
 
 impl Tool {
-    fn binary(self) -> &'static str {
+    /// The program's file name.
+    pub(crate) fn binary(self) -> &'static str {
         match self {
             Tool::Qemu => "qemu-system-x86_64",
             Tool::Virtiofsd => "virtiofsd",
@@ -72,25 +73,22 @@ pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
     found.ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
 }
 
-/// `dir/program` for the first of `dirs` where it is an executable file.
+/// `dir/program` for the first of `dirs` where it is an executable file; relative
+/// folders are skipped.
 fn first_executable(program: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
-    dirs.into_iter().map(|d| d.join(program)).find(|p| is_executable(p))
+    crate::host::resolve_program(program, dirs)
 }
 
 /// Finds an executable `program` on `$PATH`, then in `~/.cargo/bin` (where `cargo
 /// install` puts virtiofsd and the vsock backend) and the sbin/bin folders a
-/// non-login root shell may lack.
+/// non-login root shell may lack. Only absolute folders count: an empty or
+/// relative `PATH` entry (the working folder, perhaps a workspace) is ignored.
 pub fn search_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let extra = [crate::paths::home_dir().join(".cargo/bin")]
         .into_iter()
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
     first_executable(program, std::env::split_paths(&path).chain(extra))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -112,6 +110,45 @@ mod tests {
         let built = beside.path().join("moat-vmm");
         std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(first_executable("moat-vmm", dirs()), Some(built), "the same build as moat comes first");
+    }
+
+    /// Runs in a child process (this test binary again) so that its working folder
+    /// and `PATH` can be set without disturbing the other tests.
+    #[test]
+    fn search_path_never_finds_a_program_through_a_relative_entry() {
+        const PLANTED: &str = "moat-planted-tool";
+        if let Some(expect) = std::env::var_os("MOAT_TEST_SEARCH_EXPECT") {
+            let found = search_path(PLANTED).map(PathBuf::into_os_string).unwrap_or_default();
+            assert_eq!(found, expect, "PATH={:?}", std::env::var_os("PATH"));
+            return;
+        }
+        let [cwd, abs] = [(); 2].map(|()| tempfile::tempdir().unwrap());
+        let plant = |dir: &Path| {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(PLANTED), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(dir.join(PLANTED), std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        plant(cwd.path());
+        plant(&cwd.path().join("relative"));
+        plant(abs.path());
+        let abs_tool = abs.path().join(PLANTED).into_os_string();
+        let with_abs = format!(".:relative::{}", abs.path().display());
+        for (path, expect) in [(".:relative::", "".into()), (with_abs.as_str(), abs_tool)] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "backend::tools::tests::search_path_never_finds_a_program_through_a_relative_entry"])
+                .args(["--test-threads=1", "--nocapture"])
+                .current_dir(cwd.path())
+                .env("PATH", path)
+                .env("MOAT_TEST_SEARCH_EXPECT", &expect)
+                .output()
+                .unwrap();
+            let report = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "PATH={path}: a relative entry was used (or the absolute one missed)\n{report}"
+            );
+            assert!(report.contains("1 passed"), "the child ran no test:\n{report}");
+        }
     }
 
     #[test]

@@ -110,6 +110,8 @@ impl From<ManagerError> for ApiError {
         let (status, code) = match &e {
             ManagerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ManagerError::Spec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ManagerError::Share(_) => (StatusCode::UNPROCESSABLE_ENTITY, "protected_share"),
+            ManagerError::Disk(_) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
             ManagerError::Store(StoreError::NameTaken(_)) => (StatusCode::CONFLICT, "name_taken"),
             ManagerError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
             ManagerError::Images(_) => (StatusCode::SERVICE_UNAVAILABLE, "images_unavailable"),

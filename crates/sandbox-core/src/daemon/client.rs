@@ -210,6 +210,7 @@ pub fn start_daemon(home: &Home, start: &DaemonCommand) -> Result<VersionInfo, C
     let mut cmd = Command::new(&start.program);
     cmd.args(&start.args)
         .env("MOAT_HOME", home.root())
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| failed(e.to_string()))?)
         .stderr(log);

@@ -34,8 +34,11 @@ pub enum ServeError {
 }
 
 /// Serves `manager` on its installation's socket until asked to stop (API or SIGTERM/SIGINT).
+/// The process works in `/` from here on, with only absolute `PATH` entries
+/// (see [`crate::host::process`]); call it while the process has one thread.
 pub fn serve(manager: Manager) -> Result<(), ServeError> {
     let home = manager.home().clone();
+    crate::host::enter_host_process().map_err(|e| ServeError::Io(PathBuf::from("/"), e))?;
     let sock = home.daemon_socket();
     let io = |e| ServeError::Io(sock.clone(), e);
     let lock = File::create(home.root().join("daemon.lock")).map_err(io)?;

@@ -49,12 +49,17 @@ impl ImageCache {
     /// Opens the default cache: `$MOAT_CACHE_DIR`, else `$XDG_CACHE_HOME/moat`,
     /// else `~/.cache/moat`.
     pub fn open_default() -> Result<Self, CacheError> {
+        Self::open(Self::default_root()?)
+    }
+
+    /// Where [`open_default`](Self::open_default) opens, without creating it.
+    pub fn default_root() -> Result<PathBuf, CacheError> {
         let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let root = var("MOAT_CACHE_DIR")
+        var("MOAT_CACHE_DIR")
             .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("moat")))
             .or_else(|| var("HOME").map(|d| d.join(".cache/moat")))
-            .ok_or(CacheError::NoCacheDir)?;
-        Self::open(root)
+            .map(|root| std::path::absolute(&root).unwrap_or(root))
+            .ok_or(CacheError::NoCacheDir)
     }
 
     /// Opens (and creates) a cache rooted at `root`.

@@ -53,4 +53,4 @@ pub use progress::{Progress, Silent, StderrProgress};
 pub use rootfs::{RootfsError, RootfsImage, RootfsRecipe, SOURCE_DATE_EPOCH, TEMPLATES};
 
 mod provider;
-pub use provider::{CachedImages, ProviderError, DEFAULT_TEMPLATE};
+pub use provider::{default_agent_path, CachedImages, ProviderError, DEFAULT_TEMPLATE};

@@ -43,21 +43,7 @@ impl CachedImages {
     /// The default cache; the agent is `$MOAT_AGENT_BIN`, else `moat-guest-agent`
     /// beside the running executable.
     pub fn from_env() -> Result<CachedImages, ProviderError> {
-        let agent = match std::env::var_os("MOAT_AGENT_BIN").filter(|v| !v.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let candidates =
-                    std::env::current_exe().ok().and_then(|e| e.parent().map(agent_candidates)).unwrap_or_default();
-                // The first static one; else the first that exists (ensure() then says it's dynamic).
-                candidates
-                    .iter()
-                    .find(|p| std::fs::read(p).is_ok_and(|b| is_static_elf(&b)))
-                    .or_else(|| candidates.iter().find(|p| p.is_file()))
-                    .or(candidates.first())
-                    .cloned()
-                    .unwrap_or_else(|| PathBuf::from("moat-guest-agent"))
-            }
-        };
+        let agent = default_agent_path();
         Ok(CachedImages { cache: ImageCache::open_default()?, agent })
     }
 
@@ -72,6 +58,26 @@ impl CachedImages {
         let rootfs = self.cache.rootfs(DEFAULT_TEMPLATE, &StderrProgress).map_err(|e| build("rootfs")(e.into()))?;
         let initramfs = self.cache.initramfs(&self.agent).map_err(|e| build("initramfs")(e.into()))?;
         Ok(GuestImages { kernel: kernel.vmlinux, rootfs: rootfs.path, initramfs: initramfs.path })
+    }
+}
+
+/// The guest agent binary: `$MOAT_AGENT_BIN`, else the first static
+/// `moat-guest-agent` of [`agent_candidates`] (else the first that exists).
+pub fn default_agent_path() -> PathBuf {
+    match std::env::var_os("MOAT_AGENT_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => std::path::absolute(&p).unwrap_or_else(|_| PathBuf::from(p)),
+        None => {
+            let candidates =
+                std::env::current_exe().ok().and_then(|e| e.parent().map(agent_candidates)).unwrap_or_default();
+            // The first static one; else the first that exists (ensure() then says it's dynamic).
+            candidates
+                .iter()
+                .find(|p| std::fs::read(p).is_ok_and(|b| is_static_elf(&b)))
+                .or_else(|| candidates.iter().find(|p| p.is_file()))
+                .or(candidates.first())
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("moat-guest-agent"))
+        }
     }
 }
 

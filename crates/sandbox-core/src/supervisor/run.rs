@@ -302,7 +302,7 @@ fn spawn(name: &str, cmd: Command, run: &RunDir) -> Result<(String, Child), Supe
 
 /// Spawns a child that dies with this process, its stderr to `stderr` (as set on `cmd` when `None`).
 fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Option<File>) -> Result<(String, Child), SuperviseError> {
-    cmd.stdin(Stdio::null());
+    cmd.stdin(Stdio::null()).current_dir("/");
     if let Some(log) = stderr {
         cmd.stderr(log);
     }
