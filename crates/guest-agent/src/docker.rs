@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::log::log;
-use moat_proto::exec::ExitStatus;
 use crate::server::Reaper;
+use moat_proto::exec::ExitStatus;
 
 /// Where clients find the engine (Docker's default).
 pub const SOCKET: &str = "/run/docker.sock";

@@ -106,11 +106,9 @@ impl SandboxSpec {
 /// Why a sandbox definition was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// Name has characters or a length we don't accept.
-    #[error(
-        "invalid sandbox name {0:?}: use 1-63 characters from a-z, 0-9, '-', '_', '.', starting with a letter or digit"
-    )]
-    BadName(String),
+    /// Name has characters or a length we don't accept (one rule: `moat_proto::name`).
+    #[error(transparent)]
+    BadName(#[from] moat_proto::name::NameError),
     /// Unknown agent.
     #[error("unknown agent {0:?}; known agents: {list}", list = AGENTS.join(", "))]
     UnknownAgent(String),
@@ -142,32 +140,15 @@ pub enum SpecError {
 
 /// Checks a sandbox name.
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::BadName(name.to_string()))
-    }
+    moat_proto::name::SandboxName::parse(name)?;
+    Ok(())
 }
 
-/// The default name: `<agent>-<workdir>`, lowercased, other characters turned into `-`.
+/// The default name: `<agent>-<workdir>`, lowercased, every other character
+/// (`_` and `.` included) turned into `-`.
 pub fn default_name(agent: &str, workspace: &Path) -> String {
     let base = workspace.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-    let mut name = String::with_capacity(agent.len() + 1 + base.len());
-    for c in format!("{agent}-{base}").chars() {
-        let c = c.to_ascii_lowercase();
-        let keep = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
-        let c = if keep { c } else { '-' };
-        if !(c == '-' && name.ends_with('-')) {
-            name.push(c);
-        }
-    }
-    let mut name = name.trim_matches('-').to_string();
-    name.truncate(63);
-    name
+    moat_proto::name::SandboxName::from_words(&[agent, &base], agent).to_string()
 }
 
 /// Parses `512m`, `4g`, `4GiB`, `2048` (MiB) into MiB.
@@ -304,6 +285,9 @@ mod tests {
         assert_eq!(default_name("shell", Path::new("/home/me/My Project")), "shell-my-project");
         assert_eq!(default_name("claude", Path::new("/srv/données")), "claude-donn-es");
         assert!(validate_name(&default_name("shell", Path::new("/x/---"))).is_ok());
+        // `moat run shell ./my_project`: a name the guest takes as its hostname.
+        assert_eq!(default_name("shell", Path::new("/src/my_project")), "shell-my-project");
+        assert!(validate_name("shell-my_project").is_err(), "one rule: no `_` anywhere");
     }
 
     #[test]
@@ -311,7 +295,7 @@ mod tests {
         for bad in ["", "-x", "A", "a b", "a/b", &"x".repeat(64)] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(validate_name("shell-proj_1.2").is_ok());
+        assert!(validate_name("shell-proj-1.2").is_ok());
     }
 
     #[test]

@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::relay::{self, Kind};
 use super::vsock::VsockStream;
 use crate::log::log;
+use crate::server::Reaper;
 use moat_proto::egress::{
     GuestNetConfig, HomeFile, CA_PATH, CONFIG_PORT, DNS_PORT, GATEWAY_ADDR, GATEWAY_NAME, GUEST_PROXY_PORT,
     GUEST_TRANSPARENT_PORT, MAX_CONFIG, PROXY_PORT, TRANSPARENT_PORT,
 };
 use moat_proto::exec::ExitStatus;
-use crate::server::Reaper;
 
 /// The system CA bundle clients read by default.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 
 use crate::log::log;
-use moat_proto::exec::AGENT_PORT;
 use crate::server::{Reaper, Server, ServerConfig};
+use moat_proto::exec::AGENT_PORT;
 
 pub use moat_proto::boot::{decode_hex, parse as parse_cmdline, BootConfig, CmdlineError, ShareMount};
 pub use mounts::MountError;

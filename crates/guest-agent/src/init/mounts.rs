@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
-use moat_proto::boot::ShareMount;
 use crate::log::log;
+use moat_proto::boot::ShareMount;
 
 /// A failed boot step.
 #[derive(Debug, thiserror::Error)]

@@ -36,8 +36,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{accept4, SockFlag};
 
 use crate::log::log;
-use moat_proto::exec::{Frame, Op, Pong, Request, VERSION};
 use conn::{Conn, Incoming};
+use moat_proto::exec::{Frame, Op, Pong, Request, VERSION};
 
 pub use prepare::DEFAULT_PATH;
 pub use reaper::{ExitWatch, Reaper};

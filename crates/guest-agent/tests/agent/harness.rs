@@ -6,10 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use moat_proto::exec::{
-    write_frame, ExecRequest, ExitStatus, Frame, FrameReader, Op, RemoteError, Request, VERSION,
-};
 use moat_guest_agent::server::{Server, ServerConfig};
+use moat_proto::exec::{write_frame, ExecRequest, ExitStatus, Frame, FrameReader, Op, RemoteError, Request, VERSION};
 
 /// How many times the test server's shutdown hook ran.
 pub static SHUTDOWNS: AtomicUsize = AtomicUsize::new(0);

@@ -67,10 +67,8 @@ fn disconnect_before_request_is_quiet() {
 
 #[test]
 fn malformed_frame_mid_exec_ends_the_session() {
-    let mut client = Client::exec(moat_proto::exec::ExecRequest {
-        argv: vec!["sleep".into(), "100".into()],
-        ..Default::default()
-    });
+    let mut client =
+        Client::exec(moat_proto::exec::ExecRequest { argv: vec!["sleep".into(), "100".into()], ..Default::default() });
     let pid = client.started();
     client.writer.write_all(&[0, 0, 0, 0, 200]).unwrap();
     match client.recv() {

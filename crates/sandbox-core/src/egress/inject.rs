@@ -22,8 +22,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use moat_proto::egress::HomeFile;
 use moat_netproxy::proxy::{Headers, Intercept};
+use moat_proto::egress::HomeFile;
 use moat_secrets::{catalog, Scope, Vault};
 
 /// The vault-backed hook.

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use moat_proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
 use moat_netproxy::dns::{FakeIps, Responder};
 use moat_netproxy::log::{ConnectionSink, SqliteLog};
 use moat_netproxy::policy::Policy;
 use moat_netproxy::proxy::{CertificateAuthority, Proxy, ProxyConfig, StaticResolver};
+use moat_proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
