@@ -49,9 +49,14 @@ pub const TARGETS: [Target; 4] = [
 
 #[cfg(test)]
 mod tests {
+    /// The harnesses share process-wide state (the vsock rig's sockets, the
+    /// counting allocator), as under libFuzzer, which runs one input at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Every seed runs clean through its harness, on stable, without libFuzzer.
     #[test]
     fn every_seed_passes_its_target() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         for t in crate::TARGETS {
             for seed in (t.seeds)() {
                 (t.run)(&seed);
@@ -64,6 +69,7 @@ mod tests {
     /// it found) pass now.
     #[test]
     fn every_regression_passes_its_target() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
         for t in crate::TARGETS {
             for entry in std::fs::read_dir(dir.join(t.name)).into_iter().flatten().flatten() {
