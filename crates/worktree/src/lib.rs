@@ -84,6 +84,7 @@ mod lfs;
 mod names;
 mod remove;
 mod review;
+mod scratch;
 mod state;
 mod submodules;
 #[cfg(feature = "test-utils")]
@@ -93,7 +94,7 @@ pub use apply::Applied;
 pub use changes::{pager_command, Changes};
 pub use checkpoint::Checkpoint;
 pub use error::{ApplyError, CreateError, DiffError, OpenError, RemoveError, ReviewError, SyncError};
-pub use git::{GitError, UntrustedError};
+pub use git::{GitError, GitOutput, UntrustedError};
 pub use names::BranchName;
 pub use remove::Lost;
 pub use review::{Concern, Finding, Review};
