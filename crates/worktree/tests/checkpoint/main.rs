@@ -2,6 +2,7 @@
 
 mod apply;
 mod diff;
+mod guest_config;
 mod lfs;
 mod lifecycle;
 mod remove;
