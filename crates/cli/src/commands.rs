@@ -331,16 +331,19 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
     c.sync()?;
     match what {
         Review::Diff { committed: true } => {
-            let status = c.diff_command()?.status()?;
-            return Ok(status.code().unwrap_or(1));
+            let mut diff = c.diff_stream()?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut diff, &mut text)?;
+            diff.finish()?;
+            page(&text)?;
         }
         Review::Diff { committed: false } => {
-            let changes = c.changes(std::io::stdout().is_terminal())?;
+            let changes = c.changes()?;
             page(&changes.to_string())?;
         }
         Review::Full => {
             let review = c.review()?;
-            let mut text = c.changes(std::io::stdout().is_terminal())?.to_string();
+            let mut text = c.changes()?.to_string();
             if review.is_empty() {
                 text.push_str("\nmoat review: nothing beyond the diff needs a look.\n");
             } else {

@@ -430,6 +430,9 @@ fn read_small(dir: &Dir, name: &str, shown: &Path, limit: u64) -> Result<Option<
 }
 
 /// Streams at most `limit` bytes into a new file `dst`; `false` if there were more.
+/// The copy's modification time is the epoch: git then treats every entry's
+/// stat data as racy and compares content (the guest's stat data, and the
+/// copy's own time, would otherwise let a same-size edit pass as unchanged).
 fn copy_bounded(src: &mut File, dst: &Path, limit: u64) -> io::Result<bool> {
     let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(dst)?;
     let n = io::copy(&mut src.take(limit + 1), &mut out)?;
@@ -438,6 +441,7 @@ fn copy_bounded(src: &mut File, dst: &Path, limit: u64) -> io::Result<bool> {
         let _ = std::fs::remove_file(dst);
         return Ok(false);
     }
+    out.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))?;
     Ok(true)
 }
 
