@@ -333,16 +333,20 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
     c.sync()?;
     match what {
         Review::Diff { committed: true } => {
-            let status = c.diff_command()?.status()?;
-            return Ok(status.code().unwrap_or(1));
+            let color = std::io::stdout().is_terminal();
+            let mut out = Output::open()?;
+            let mut diff = c.diff_stream()?;
+            crate::render::stream_escaped(&mut diff, color, |text| out.write(text))?;
+            drop(diff);
+            out.close()?;
         }
         Review::Diff { committed: false } => {
-            let changes = c.changes(std::io::stdout().is_terminal())?;
-            page(&changes.to_string())?;
+            let changes = c.changes()?;
+            page(&crate::render::changes(&changes, std::io::stdout().is_terminal()))?;
         }
         Review::Full => {
             let review = c.review()?;
-            let mut text = c.changes(std::io::stdout().is_terminal())?.to_string();
+            let mut text = crate::render::changes(&c.changes()?, std::io::stdout().is_terminal());
             if review.is_empty() {
                 text.push_str("\nmoat review: nothing beyond the diff needs a look.\n");
             } else {
@@ -351,7 +355,7 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
                     review.findings.len()
                 ));
                 for f in &review.findings {
-                    text.push_str(&format!("  - {f}\n"));
+                    text.push_str(&format!("  - {}\n", moat_text::escape_str(&f.to_string())));
                 }
             }
             page(&text)?;
@@ -368,38 +372,64 @@ fn checkpoint_cmd(home: &Home, name: &str, what: Review) -> Result<i32> {
             println!(
                 "applied {} commit(s) from {} ({how}); your branch is now at {}",
                 applied.commits,
-                c.branch(),
+                moat_text::escape_str(c.branch()),
                 applied.head
             );
             if applied.lfs_objects > 0 {
                 println!("copied {} Git LFS object(s) into your repository (SHA-256 checked)", applied.lfs_objects);
             }
             if !applied.lfs_pointers.is_empty() {
-                println!("left as LFS pointers (run `git lfs checkout`): {}", applied.lfs_pointers.join(", "));
+                let paths = moat_text::escape_str(&applied.lfs_pointers.join(", "));
+                println!("left as LFS pointers (run `git lfs checkout`): {paths}");
             }
             for path in &applied.submodules {
-                println!("submodule {path} moved to its new commit");
+                println!("submodule {} moved to its new commit", moat_text::escape_str(path));
             }
         }
     }
     Ok(0)
 }
 
-/// Shows `text` through the user's pager when stdout is a terminal.
+/// Shows `text` (already escaped) through the user's pager when stdout is a terminal.
 fn page(text: &str) -> Result<()> {
-    use std::io::Write;
-    let pager = if std::io::stdout().is_terminal() { moat_worktree::pager_command() } else { None };
-    let Some(mut pager) = pager else {
-        print!("{text}");
-        return Ok(());
-    };
-    let mut child = pager.stdin(std::process::Stdio::piped()).spawn().context("could not start the pager")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // The user may quit the pager before reading everything.
-        let _ = stdin.write_all(text.as_bytes());
+    let mut out = Output::open()?;
+    out.write(text);
+    out.close()
+}
+
+/// The user's pager when stdout is a terminal, else stdout.
+struct Output {
+    pager: Option<std::process::Child>,
+}
+
+impl Output {
+    fn open() -> Result<Output> {
+        let pager = if std::io::stdout().is_terminal() { moat_worktree::pager_command() } else { None };
+        let pager = match pager {
+            Some(mut cmd) => {
+                Some(cmd.stdin(std::process::Stdio::piped()).spawn().context("could not start the pager")?)
+            }
+            None => None,
+        };
+        Ok(Output { pager })
     }
-    child.wait()?;
-    Ok(())
+
+    /// Writes `text`; `false` once the reader has gone (the user quit the pager).
+    fn write(&mut self, text: &str) -> bool {
+        use std::io::Write;
+        match self.pager.as_mut().and_then(|p| p.stdin.as_mut()) {
+            Some(stdin) => stdin.write_all(text.as_bytes()).is_ok(),
+            None => std::io::stdout().lock().write_all(text.as_bytes()).is_ok(),
+        }
+    }
+
+    fn close(mut self) -> Result<()> {
+        if let Some(mut pager) = self.pager.take() {
+            drop(pager.stdin.take());
+            pager.wait()?;
+        }
+        Ok(())
+    }
 }
 
 /// The environment every process of a sandbox starts with: placeholders for its credentials.

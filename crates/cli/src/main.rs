@@ -4,6 +4,7 @@ mod args;
 mod attach;
 mod commands;
 mod policy;
+mod render;
 mod secret;
 
 use clap::Parser;
@@ -24,7 +25,9 @@ fn main() {
     }
 }
 
-/// The error and its causes on one line, without repeating a cause already quoted.
+/// The error and its causes on one line, without repeating a cause already
+/// quoted, escaped for the terminal: causes carry text a sandbox chose (file
+/// names, a failed start's console tail).
 fn chain(e: &anyhow::Error) -> String {
-    moat_sandbox_core::daemon::error_chain(e.as_ref())
+    moat_text::escape_str(&moat_sandbox_core::daemon::error_chain(e.as_ref()))
 }

@@ -3,6 +3,7 @@
 //! Edits go straight to the policy database; every running sandbox's proxy
 //! notices the change within a fraction of a second (no restart).
 
+use moat_text::escape_str;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
@@ -228,7 +229,7 @@ fn log(home: &Home, name: Option<&str>, json: bool, limit: usize, follow: bool, 
 fn print_record(rec: &ConnectionRecord, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string(rec)?)?;
+        writeln!(out, "{}", json_safe(&serde_json::to_string(rec)?))?;
     } else {
         let verdict = match rec.verdict {
             LogVerdict::Allowed => "allowed",
@@ -243,18 +244,33 @@ fn print_record(rec: &ConnectionRecord, json: bool) -> Result<()> {
             out,
             "{:<19} {:<16} {:<7} {:<8} {:<40} {:>6} {:>9} {:>9}  {}",
             format_time(rec.started_ms),
-            rec.sandbox,
+            escape_str(&rec.sandbox),
             verdict,
-            rec.method,
-            rec.host,
+            escape_str(&rec.method),
+            escape_str(&rec.host),
             rec.port,
             rec.bytes_up,
             rec.bytes_down,
-            why
+            escape_str(&why)
         )?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// JSON text with the characters `moat_text` escapes (serde_json leaves C1
+/// controls and bidirectional overrides raw) written as `\uXXXX`: still the
+/// same JSON, safe on a terminal.
+fn json_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if moat_text::escape_str(c.encode_utf8(&mut [0; 4])).len() > c.len_utf8() {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date library.

@@ -68,7 +68,7 @@ impl Checkpoint {
         let store = lfs::host_store(&host)?;
         let lfs_objects = bring_lfs(&host, &store, &ws, &tip, &changes)?;
         let mut fetched = Fetched::default();
-        if let Err(e) = submodules::fetch(&top, &ws, &changes, "", &mut fetched) {
+        if let Err(e) = submodules::fetch(self, &top, &changes, "", &mut fetched) {
             fetched.undo();
             return Err(e);
         }

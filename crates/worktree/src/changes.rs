@@ -11,6 +11,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{DiffError, SyncError};
 use crate::git::{nul_fields, user_pager, Git, GitError, UntrustedError};
 use crate::review::nested_repositories;
+use crate::scratch::{Imported, WorkTree};
 
 /// Everything the sandbox changed against its base, in three parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,6 @@ pub struct Changes {
     pub uncommitted: String,
     /// Untracked files, relative to the workspace (as `git status --short` lists them).
     pub untracked: Vec<String>,
-    color: bool,
 }
 
 impl Changes {
@@ -37,20 +37,15 @@ impl Changes {
 }
 
 impl fmt::Display for Changes {
+    /// Plain text holding the sandbox's bytes as they are: a terminal needs
+    /// them escaped first (the CLI does).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header = |f: &mut fmt::Formatter<'_>, text: String| {
-            if self.color {
-                writeln!(f, "\x1b[1;33m# moat: {text}\x1b[m")
-            } else {
-                writeln!(f, "# moat: {text}")
-            }
-        };
         let short = &self.base[..self.base.len().min(12)];
-        header(f, format!("committed on {} since {short} (what `apply` brings over)", self.branch))?;
+        writeln!(f, "# moat: committed on {} since {short} (what `apply` brings over)", self.branch)?;
         write!(f, "{}", if self.committed.is_empty() { "(no commits)\n" } else { &self.committed })?;
-        header(f, "uncommitted changes in the workspace, staged and unstaged (`apply` leaves these)".into())?;
+        writeln!(f, "# moat: uncommitted changes in the workspace, staged and unstaged (`apply` leaves these)")?;
         write!(f, "{}", if self.uncommitted.is_empty() { "(none)\n" } else { &self.uncommitted })?;
-        header(f, "untracked files in the workspace (`apply` leaves these)".into())?;
+        writeln!(f, "# moat: untracked files in the workspace (`apply` leaves these)")?;
         if self.untracked.is_empty() {
             writeln!(f, "(none)")?;
         }
@@ -63,28 +58,26 @@ impl fmt::Display for Changes {
 
 impl Checkpoint {
     /// Syncs, then collects the committed changes (from the host's copy of the
-    /// branch) and everything uncommitted in the workspace. `color` asks git for
-    /// coloured patches. No diff driver, textconv or filter runs.
-    pub fn changes(&self, color: bool) -> Result<Changes, DiffError> {
+    /// branch) and everything uncommitted in the workspace (read through Moat's
+    /// scratch copy of each repository, the files as plain data). No colour,
+    /// diff driver, textconv or filter.
+    pub fn changes(&self) -> Result<Changes, DiffError> {
         match self.sync() {
             Ok(_) | Err(SyncError::BranchGone { .. }) | Err(SyncError::WorkspaceMissing { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let color_arg = if color { "--color=always" } else { "--no-color" };
         let host = Git::at(self.repo())?;
         let range = format!("{}...{}", self.base(), self.host_ref());
-        let committed = host.run(["diff", color_arg, "--no-ext-diff", "--no-textconv", &range])?;
+        let committed = host.run(["diff", "--no-color", "--no-ext-diff", "--no-textconv", &range])?;
         let ws = self.workspace();
         let (mut uncommitted, mut untracked) = (String::new(), Vec::new());
         if ws.exists() {
-            Git::untrusted(ws)?;
-            for repo in nested_repositories(ws, true) {
-                let Ok(git) = Git::untrusted(&repo) else { continue };
-                let rel = relative(ws, &repo);
-                let same = lfs_unchanged(&git, &repo)?;
-                uncommitted.push_str(&patch(&git, &rel, color_arg, &same)?);
+            for (rel, imported) in repositories(self)? {
+                let view = WorkTree::open(&imported, &ws.join(&rel))?;
+                let same = lfs_unchanged(&view.git, &ws.join(&rel))?;
+                uncommitted.push_str(&patch(&view.git, imported.head_commit()?, &rel, &same)?);
             }
-            untracked = entries(ws)?.into_iter().filter(|e| e.code == "??").map(|e| e.path).collect();
+            untracked = entries(self)?.into_iter().filter(|e| e.code == "??").map(|e| e.path).collect();
         }
         Ok(Changes {
             branch: self.branch().to_string(),
@@ -92,21 +85,38 @@ impl Checkpoint {
             committed,
             uncommitted,
             untracked,
-            color,
         })
     }
 }
 
-/// `git diff HEAD` (or against the empty tree before the first commit), with
-/// paths shown under `rel/`, leaving out the files in `same`.
-fn patch(git: &Git, rel: &str, color_arg: &str, same: &[String]) -> Result<String, GitError> {
-    let head = match git.run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]) {
-        Ok(head) => head.trim().to_string(),
-        Err(_) => git.run(["hash-object", "-t", "tree", "/dev/null"])?.trim().to_string(),
+/// The workspace's repository and every repository inside it, imported into
+/// Moat's scratch copies: `(path relative to the workspace, import)`. A
+/// nested repository that cannot be read safely is skipped (review reports it);
+/// the workspace's own is required.
+fn repositories(cp: &Checkpoint) -> Result<Vec<(String, Imported)>, UntrustedError> {
+    let ws = cp.workspace();
+    let mut out = Vec::new();
+    for repo in nested_repositories(ws, true) {
+        let rel = relative(ws, &repo);
+        match cp.import(&rel) {
+            Ok(imported) => out.push((rel, imported)),
+            Err(e) if rel.is_empty() => return Err(e),
+            Err(_) => continue,
+        }
+    }
+    Ok(out)
+}
+
+/// `git diff <head>` (or against the empty tree before the first commit),
+/// with paths shown under `rel/`, leaving out the files in `same`.
+fn patch(git: &Git, head: Option<&str>, rel: &str, same: &[String]) -> Result<String, GitError> {
+    let head = match head {
+        Some(head) => head.to_string(),
+        None => git.run(["hash-object", "-t", "tree", "/dev/null"])?.trim().to_string(),
     };
     let dir = if rel.is_empty() { String::new() } else { format!("{rel}/") };
     let (src, dst) = (format!("--src-prefix=a/{dir}"), format!("--dst-prefix=b/{dir}"));
-    let mut args = vec!["diff", color_arg, "--no-ext-diff", "--no-textconv", "--ignore-submodules=dirty"];
+    let mut args = vec!["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=dirty"];
     args.extend([src.as_str(), dst.as_str(), head.as_str()]);
     let excluded: Vec<String> = same.iter().map(|p| format!(":(exclude,literal){p}")).collect();
     if !excluded.is_empty() {
@@ -134,19 +144,16 @@ pub(crate) struct Entry {
 }
 
 /// Modified, staged and untracked files of the workspace and of every
-/// repository inside it, each read with its own config neutralised (an LFS
-/// file holding its pointer's content is not modified).
-pub(crate) fn entries(ws: &Path) -> Result<Vec<Entry>, UntrustedError> {
+/// repository inside it, each read through Moat's scratch copy (an LFS file
+/// holding its pointer's content is not modified).
+pub(crate) fn entries(cp: &Checkpoint) -> Result<Vec<Entry>, UntrustedError> {
+    let ws = cp.workspace();
     let mut out = Vec::new();
-    for repo in nested_repositories(ws, true) {
-        let git = match Git::untrusted(&repo) {
-            Ok(git) => git,
-            Err(e) if repo == ws => return Err(e),
-            Err(_) => continue, // a nested `.git` file or symlink: review reports it
-        };
-        let rel = relative(ws, &repo);
-        let same = lfs_unchanged(&git, &repo)?;
-        for mut entry in status(&git)?.into_iter().filter(|e| !(e.code == " M" && same.contains(&e.path))) {
+    for (rel, imported) in repositories(cp)? {
+        let repo = ws.join(&rel);
+        let view = WorkTree::open(&imported, &repo)?;
+        let same = lfs_unchanged(&view.git, &repo)?;
+        for mut entry in status(&view.git)?.into_iter().filter(|e| !(e.code == " M" && same.contains(&e.path))) {
             if !rel.is_empty() {
                 entry.path = format!("{rel}/{}", entry.path);
             }

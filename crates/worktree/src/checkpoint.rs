@@ -1,11 +1,14 @@
 //! [`Checkpoint`]: one sandbox's branch, its workspace, and the way back.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use sha2::{Digest, Sha256};
 
 use crate::error::{OpenError, SyncError};
-use crate::git::{Git, GitError};
+use crate::git::{Git, GitError, GitOutput, UntrustedError};
+use crate::scratch::{self, Imported};
 use crate::state::{self, Mode, State};
+use crate::submodules;
 
 /// A sandbox's own line of history and the folder it works in.
 ///
@@ -91,39 +94,49 @@ impl Checkpoint {
         &self.state.read_only
     }
 
-    /// Fetches the sandbox's branch from its workspace into [`Checkpoint::host_ref`]
-    /// (forced: the branch belongs to the sandbox). Returns the new tip.
+    /// Brings the sandbox's branch into [`Checkpoint::host_ref`] (forced: the
+    /// branch belongs to the sandbox). Returns the new tip.
+    ///
+    /// The workspace's repository is read as data into Moat's scratch copy
+    /// (`scratch.rs`), and the host fetches from that copy: no git ever runs
+    /// with the workspace's `.git` as its repository.
     pub fn sync(&self) -> Result<String, SyncError> {
         let ws = self.workspace();
         if !ws.exists() {
             return Err(SyncError::WorkspaceMissing { path: ws.to_path_buf() });
         }
-        let inside = Git::untrusted(ws)?;
+        let imported = self.import("")?;
         let branch_ref = format!("refs/heads/{}", self.branch());
-        if !inside.succeeds(["rev-parse", "--verify", "--quiet", &format!("{branch_ref}^{{commit}}")])? {
+        if imported.commit_of(&branch_ref)?.is_none() {
             return Err(SyncError::BranchGone { branch: self.branch().to_string() });
         }
         let host = Git::at(&self.top)?;
         let refspec = format!("+{branch_ref}:{}", self.host_ref());
-        let mut fetch: Vec<&std::ffi::OsStr> =
-            ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head"]
-                .iter()
-                .map(std::ffi::OsStr::new)
-                .collect();
-        fetch.push(ws.as_os_str());
+        let mut fetch: Vec<&std::ffi::OsStr> = [
+            "-c",
+            "protocol.file.allow=always",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--no-write-fetch-head",
+        ]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+        fetch.push(imported.dir.as_os_str());
         fetch.push(std::ffi::OsStr::new(&refspec));
         host.run(fetch).map_err(|source| SyncError::Fetch { host_ref: self.host_ref().to_string(), source })?;
         Ok(host.run(["rev-parse", "--verify", self.host_ref()])?.trim().to_string())
     }
 
-    /// `git diff <base>...<branch>` in the host repository, ready for the CLI to
-    /// run with the user's pager and colours. Call [`Checkpoint::sync`] first.
+    /// `git diff <base>...<branch>` in the host repository, as a stream of
+    /// bytes (no colour, no pager): the patch holds the sandbox's bytes, so
+    /// whoever shows it escapes them. Call [`Checkpoint::sync`] first.
     /// External diff drivers and textconv filters are off.
-    pub fn diff_command(&self) -> Result<Command, GitError> {
-        let mut cmd = Git::at(&self.top)?.interactive_command();
-        cmd.args(["diff", "--no-ext-diff", "--no-textconv"]);
-        cmd.arg(format!("{}...{}", self.base(), self.host_ref()));
-        Ok(cmd)
+    pub fn diff_stream(&self) -> Result<GitOutput, GitError> {
+        let range = format!("{}...{}", self.base(), self.host_ref());
+        Git::at(&self.top)?.stream(["diff", "--no-color", "--no-ext-diff", "--no-textconv", &range])
     }
 
     /// The committed changes as a plain patch (syncs first).
@@ -132,6 +145,30 @@ impl Checkpoint {
         let host = Git::at(&self.top)?;
         let range = format!("{}...{}", self.base(), self.host_ref());
         Ok(host.run(["diff", "--no-color", "--no-ext-diff", "--no-textconv", &range])?)
+    }
+
+    /// Moat's scratch copies of the workspace's repositories (`scratch.rs`).
+    pub(crate) fn scratch_root(&self) -> PathBuf {
+        state::scratch_dir(&self.top, &self.state.sandbox)
+    }
+
+    /// Reads the repository at `rel` in the workspace (`""`: the workspace
+    /// itself) into its scratch copy, borrowing the host's matching object
+    /// store (the repository's, or the submodule's).
+    pub(crate) fn import(&self, rel: &str) -> Result<Imported, UntrustedError> {
+        let root = self.scratch_root();
+        let (scratch, borrowed) = if rel.is_empty() {
+            (root.join("workspace.git"), Some(Git::at(&self.top)?.common_dir()?.join("objects")))
+        } else {
+            let digest: String = Sha256::digest(rel.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let borrowed = if self.state.submodules.iter().any(|s| s == rel) {
+                submodules::host_objects(&self.top, rel)?
+            } else {
+                None
+            };
+            (root.join("nested").join(format!("{digest}.git")), borrowed)
+        };
+        scratch::import(&self.workspace().join(rel), &scratch, borrowed.as_deref())
     }
 
     pub(crate) fn state_path(&self) -> PathBuf {

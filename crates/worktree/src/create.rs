@@ -54,6 +54,8 @@ fn create(
         return Err(CreateError::DestinationNotEmpty { path: workspace });
     }
     exclude_moat(&common)?;
+    // Scratch copies left by an earlier checkpoint of the same name.
+    let _ = std::fs::remove_dir_all(state::scratch_dir(&top, sandbox));
 
     let namespace = match mode {
         Mode::Branch => "refs/heads/",
@@ -147,12 +149,7 @@ fn populate(
     common: &Path,
 ) -> Result<(Vec<PathBuf>, Vec<String>), CreateError> {
     clone_shared(host, top, workspace)?;
-    let inside = Git::untrusted(workspace).map_err(|e| match e {
-        crate::git::UntrustedError::Git(g) => CreateError::Git(g),
-        other => {
-            CreateError::Io { what: "open the new clone", path: workspace.into(), source: std::io::Error::other(other) }
-        }
-    })?;
+    let inside = Git::new_clone(workspace).map_err(|e| new_clone_error(e, workspace))?;
     inside.run(["checkout", "--quiet", "-b", branch, base])?;
     let mut read_only = Vec::new();
     add_alternates(&common.join("objects"), &mut read_only);
@@ -174,7 +171,9 @@ fn clone_shared(git: &Git, src: &Path, dst: &Path) -> Result<(), CreateError> {
             source,
         })?;
     }
-    let args: [&std::ffi::OsStr; 7] = [
+    let args: [&std::ffi::OsStr; 9] = [
+        "-c".as_ref(),
+        "protocol.file.allow=always".as_ref(),
         "clone".as_ref(),
         "--quiet".as_ref(),
         "--shared".as_ref(),
@@ -214,18 +213,21 @@ fn checkout_submodules(
         let sub_dst = dst_top.join(path);
         let _ = std::fs::remove_dir(&sub_dst);
         // Local clone of a repository we chose, from the host: allowed explicitly.
-        let mut cmd = sub_git.command();
-        cmd.args(["-c", "protocol.file.allow=always", "clone", "--quiet", "--shared", "--no-checkout", "--template="]);
-        cmd.arg(&sub_src).arg(&sub_dst);
-        let out = cmd.output().map_err(GitError::Spawn)?;
-        if !out.status.success() {
-            return Err(CreateError::Git(GitError::Failed {
-                args: format!("clone --shared {}", sub_src.display()),
-                dir: sub_src.clone(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }));
-        }
-        Git::at(&sub_dst)?.run(["checkout", "--quiet", "--detach", sha])?;
+        let args: [&std::ffi::OsStr; 9] = [
+            "-c".as_ref(),
+            "protocol.file.allow=always".as_ref(),
+            "clone".as_ref(),
+            "--quiet".as_ref(),
+            "--shared".as_ref(),
+            "--no-checkout".as_ref(),
+            "--template=".as_ref(),
+            sub_src.as_os_str(),
+            sub_dst.as_os_str(),
+        ];
+        sub_git.run(args)?;
+        Git::new_clone(&sub_dst)
+            .map_err(|e| new_clone_error(e, &sub_dst))?
+            .run(["checkout", "--quiet", "--detach", sha])?;
         let sub_objects = sub_git.common_dir()?.join("objects");
         add_alternates(&sub_objects, read_only);
         read_only.extend(lfs::host_objects(&sub_git)?);
@@ -234,6 +236,15 @@ fn checkout_submodules(
         checkout_submodules(&sub_src, &sub_dst, sha, &format!("{full}/"), read_only, found)?;
     }
     Ok(())
+}
+
+fn new_clone_error(e: crate::git::UntrustedError, path: &Path) -> CreateError {
+    match e {
+        crate::git::UntrustedError::Git(g) => CreateError::Git(g),
+        other => {
+            CreateError::Io { what: "open the new clone", path: path.into(), source: std::io::Error::other(other) }
+        }
+    }
 }
 
 /// `objects` and, transitively, the object stores it borrows from.

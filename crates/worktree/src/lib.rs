@@ -34,15 +34,19 @@
 //!
 //! # Nothing the agent writes runs on the host
 //!
-//! Every git call goes through one runner (`git.rs`) that passes `-c` overrides
-//! for hooks (`core.hooksPath=/dev/null`), `core.fsmonitor`, pager, editors,
-//! askpass, credential helpers, ssh, `ext::` transport, signing and auto-gc; that
-//! overrides every `filter.<x>` and `merge.<x>` driver named in any config
-//! scope; that uses plumbing or `--no-ext-diff --no-textconv` for diffs; and that
-//! names an agent-controlled repository's `.git` explicitly after checking it is
-//! a real directory. The workspace itself stays agent-controlled: running your
-//! own `git` *inside* it on the host obeys its config — use [`Checkpoint::review`]
-//! first, which reports hooks and config changes there.
+//! Every git call goes through one runner (`git.rs`, the only place that
+//! builds a `git` command). Host git never runs with the workspace's `.git` as
+//! its repository: `scratch.rs` reads its refs and objects as data into a
+//! Moat-owned scratch repository with Moat's own config, and sync, diff,
+//! review, `rm`'s accounting and apply work from there (see `scratch.rs` for
+//! what is read and how). On the user's own repository the runner overrides
+//! hooks, `core.fsmonitor`, pager, editors, askpass, credential helpers, ssh,
+//! every named `filter.<x>` and `merge.<x>` driver, and uses plumbing or
+//! `--no-ext-diff --no-textconv` for diffs. The workspace itself stays
+//! agent-controlled: running your own `git` *inside* it on the host obeys its
+//! config — use [`Checkpoint::review`] first, which reports hooks and config
+//! changes there. Text from the workspace (patches, file names) is returned as
+//! it is; whoever shows it on a terminal escapes it (the CLI uses `moat-text`).
 //!
 //! # Submodules
 //!
@@ -84,6 +88,7 @@ mod lfs;
 mod names;
 mod remove;
 mod review;
+mod scratch;
 mod state;
 mod submodules;
 #[cfg(feature = "test-utils")]
@@ -93,7 +98,7 @@ pub use apply::Applied;
 pub use changes::{pager_command, Changes};
 pub use checkpoint::Checkpoint;
 pub use error::{ApplyError, CreateError, DiffError, OpenError, RemoveError, ReviewError, SyncError};
-pub use git::{GitError, UntrustedError};
+pub use git::{GitError, GitOutput, UntrustedError};
 pub use names::BranchName;
 pub use remove::Lost;
 pub use review::{Concern, Finding, Review};

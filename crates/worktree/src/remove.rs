@@ -60,18 +60,22 @@ impl Checkpoint {
                 Ok(_) | Err(SyncError::BranchGone { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let inside = Git::untrusted(ws)?;
+            // Moat's scratch copy of the workspace's repository (`scratch.rs`).
+            let inside = self.import("")?;
             // Commits on the workspace's other branches or a detached HEAD.
             let branch = format!("refs/heads/{}", self.branch());
-            let mut args = vec!["log", "--reverse", "--format=%h %s", "--branches", "HEAD", "--not", "--remotes"];
-            let has_branch = inside.succeeds(["rev-parse", "--verify", "--quiet", &branch])?;
-            if has_branch {
+            let mut args = vec!["log", "--reverse", "--format=%h %s", "--branches"];
+            if let Some(head) = inside.head_commit()? {
+                args.push(head);
+            }
+            args.extend(["--not", "--remotes"]);
+            if inside.refs.contains_key(&branch) {
                 args.push(&branch);
             }
-            lost.commits.extend(parse_log(&inside.run(&args)?));
+            lost.commits.extend(parse_log(&inside.git.run(&args)?));
             // Commits inside submodules that the host's submodules lack.
-            lost.commits.extend(submodules::unsaved(self.repo(), ws, &self.state.submodules, self.base())?);
-            lost.dirty = crate::changes::entries(ws)?.into_iter().map(|e| e.path).collect();
+            lost.commits.extend(submodules::unsaved(self)?);
+            lost.dirty = crate::changes::entries(self)?.into_iter().map(|e| e.path).collect();
         }
         let tip = host.run(["rev-parse", "--verify", "--quiet", self.host_ref()]).ok().map(|t| t.trim().to_string());
         if tip.is_some() && tip != self.state.applied_tip {
@@ -103,6 +107,14 @@ impl Checkpoint {
             if !lost.is_empty() {
                 return Err(RemoveError::WouldLoseWork { sandbox: self.sandbox().to_string(), lost: Box::new(lost) });
             }
+        }
+        let scratch = self.scratch_root();
+        if std::fs::symlink_metadata(&scratch).is_ok() {
+            std::fs::remove_dir_all(&scratch).map_err(|source| RemoveError::Io {
+                what: "delete",
+                path: scratch.clone(),
+                source,
+            })?;
         }
         let ws = self.workspace();
         if std::fs::symlink_metadata(ws).is_ok() {

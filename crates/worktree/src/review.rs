@@ -97,8 +97,7 @@ impl Checkpoint {
         let host = Git::at(self.repo())?;
         committed(self, &host, &mut review)?;
         if ws.exists() {
-            Git::untrusted(&ws)?;
-            uncommitted(&ws, &mut review)?;
+            uncommitted(self, &mut review)?;
             let git_dir = ws.join(".git");
             for hook in state::hook_stamps(&git_dir.join("hooks")) {
                 review.add(Concern::Hook, format!(".git/hooks/{}", hook.name), "hook in the workspace's repository");
@@ -157,8 +156,8 @@ fn committed(cp: &Checkpoint, host: &Git, review: &mut Review) -> Result<(), Git
 
 /// Files in no commit, in the workspace and the repositories inside it: the
 /// same list [`Checkpoint::changes`] shows and `remove` refuses to lose.
-fn uncommitted(ws: &Path, review: &mut Review) -> Result<(), UntrustedError> {
-    for entry in crate::changes::entries(ws)? {
+fn uncommitted(cp: &Checkpoint, review: &mut Review) -> Result<(), UntrustedError> {
+    for entry in crate::changes::entries(cp)? {
         let path = entry.path.as_str();
         if entry.code == "??" {
             review.add(Concern::Untracked, path, "untracked: not part of any commit");

@@ -51,6 +51,12 @@ pub(crate) fn path(top: &Path, sandbox: &str) -> PathBuf {
     dir(top).join(format!("{sandbox}.json"))
 }
 
+/// Moat's scratch copies of the sandbox's repositories: next to the record,
+/// outside anything shared with the sandbox.
+pub(crate) fn scratch_dir(top: &Path, sandbox: &str) -> PathBuf {
+    dir(top).join(format!("{sandbox}.scratch"))
+}
+
 pub(crate) fn save(path: &Path, state: &State) -> std::io::Result<()> {
     std::fs::create_dir_all(path.parent().expect("state path has a parent"))?;
     let tmp = path.with_extension("json.tmp");
@@ -75,7 +81,20 @@ pub(crate) fn hook_stamps(dir: &Path) -> Vec<HookStamp> {
     out
 }
 
-/// A config file's text, or empty if it does not exist.
+/// A config file's text (lossy, at most 1 MiB), or empty if it does not exist
+/// or is not a regular file: a symlink is not followed, a FIFO never blocks.
 pub(crate) fn read_config(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let Ok(file) = opened else { return String::new() };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = file.take(1 << 20).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::ApplyError;
 use crate::git::{changes_between, changes_in, nul_fields, Git, GitError, TreeChange};
 
@@ -49,6 +50,12 @@ fn host_repo(top: &Path, path: &str) -> Option<PathBuf> {
     std::fs::symlink_metadata(dir.join(".git")).is_ok().then_some(dir)
 }
 
+/// The host's object store for the submodule at `path`, if it is initialised.
+pub(crate) fn host_objects(top: &Path, path: &str) -> Result<Option<PathBuf>, GitError> {
+    let Some(dir) = host_repo(top, path) else { return Ok(None) };
+    Ok(Some(Git::at(&dir)?.common_dir()?.join("objects")))
+}
+
 /// Gitlinks set by `changes`, each `(path, commit)` once.
 fn gitlinks(changes: &[TreeChange]) -> Vec<(&str, &str)> {
     let mut seen = HashSet::new();
@@ -60,11 +67,12 @@ fn gitlinks(changes: &[TreeChange]) -> Vec<(&str, &str)> {
 }
 
 /// Brings every commit `changes` (of the host repository at `host_top`) point
-/// a submodule at into the host's submodule, from the workspace's submodule at
-/// the same path under `ws_top`; then the same one level down.
+/// a submodule at into the host's submodule, from Moat's scratch copy of the
+/// workspace's submodule at the same path (`prefix` + path from the
+/// workspace); then the same one level down.
 pub(crate) fn fetch(
+    cp: &Checkpoint,
     host_top: &Path,
-    ws_top: &Path,
     changes: &[TreeChange],
     prefix: &str,
     fetched: &mut Fetched,
@@ -82,33 +90,29 @@ pub(crate) fn fetch(
         }
         let full = format!("{prefix}{path}");
         let missing = || ApplyError::SubmoduleCommit { path: full.clone(), commit: commit.to_string() };
-        let ws_dir = ws_top.join(path);
-        let Ok(ws) = Git::untrusted(&ws_dir) else { return Err(missing()) };
-        if !ws.has_commit(commit)? {
+        let Ok(ws) = cp.import(&full) else { return Err(missing()) };
+        if !ws.git.has_commit(commit)? {
             return Err(missing());
         }
         let keep = format!("{KEEP}{commit}");
-        let source = ws_dir.join(".git");
         let refspec = format!("+{commit}:{keep}");
-        let args: [&std::ffi::OsStr; 12] = [
+        let args: [&std::ffi::OsStr; 10] = [
             "-c".as_ref(),
             "protocol.file.allow=always".as_ref(),
-            "-c".as_ref(),
-            "uploadpack.allowAnySHA1InWant=true".as_ref(),
             "fetch".as_ref(),
             "--quiet".as_ref(),
             "--no-tags".as_ref(),
             "--no-recurse-submodules".as_ref(),
             "--no-write-fetch-head".as_ref(),
             "--".as_ref(),
-            source.as_os_str(),
+            ws.dir.as_os_str(),
             refspec.as_ref(),
         ];
         host.run(args)?;
         fetched.refs.push((dir.clone(), keep));
         let head = host.run(["rev-parse", "--verify", "HEAD"])?;
         let inner = changes_in(&host, &[commit, "--not", head.trim()])?;
-        fetch(&dir, &ws_dir, &inner, &format!("{full}/"), fetched)?;
+        fetch(cp, &dir, &inner, &format!("{full}/"), fetched)?;
     }
     Ok(())
 }
@@ -157,11 +161,17 @@ pub(crate) fn check_out(host_top: &Path, old: &str, new: &str, prefix: &str) -> 
 /// Commits in the workspace's submodules (`subs`, paths relative to the
 /// workspace, parents first) that the host's submodules do not have:
 /// `(path@short id, subject)`.
-pub(crate) fn unsaved(top: &Path, ws: &Path, subs: &[String], base: &str) -> Result<Vec<(String, String)>, GitError> {
+pub(crate) fn unsaved(cp: &Checkpoint) -> Result<Vec<(String, String)>, GitError> {
+    let (top, subs, base) = (cp.repo(), &cp.state.submodules, cp.base());
     let mut out = Vec::new();
     for path in subs {
-        let Ok(inside) = Git::untrusted(&ws.join(path)) else { continue };
-        let mut args = vec!["log", "--format=%H %h %s", "HEAD", "--branches", "--not", "--remotes"];
+        let Ok(imported) = cp.import(path) else { continue };
+        let inside = &imported.git;
+        let head = imported.head_commit().ok().flatten().map(String::from);
+        let mut args = vec!["log", "--format=%H %h %s", "--branches", "--not", "--remotes"];
+        if let Some(head) = head.as_deref() {
+            args.insert(2, head);
+        }
         let base = base_of(top, base, subs, path);
         if let Some(b) = base.as_deref().filter(|b| inside.has_commit(b).unwrap_or(false)) {
             args.push(b);

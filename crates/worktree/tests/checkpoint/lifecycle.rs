@@ -34,8 +34,8 @@ fn branch_mode_round_trip_with_spaces_and_unicode() {
 
     let diff = cp.diff().unwrap();
     assert!(diff.contains("+new feature"), "{diff}");
-    let out = cp.diff_command().unwrap().output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("+new feature"));
+    let out = crate::streamed_diff(&cp);
+    assert!(out.contains("+new feature"));
     assert!(cp.review().unwrap().is_empty(), "{:?}", cp.review().unwrap());
 
     let mut cp = Checkpoint::open(&repo.path, "agent box é ☕").unwrap();

@@ -2,11 +2,13 @@
 
 mod apply;
 mod diff;
+mod guest_config;
 mod lfs;
 mod lifecycle;
 mod remove;
 mod safety;
 mod submodules;
+mod tidy;
 
 use std::path::Path;
 
@@ -25,4 +27,14 @@ pub fn has_ref(repo: &Path, name: &str) -> bool {
 /// `git status --porcelain` of `repo`.
 pub fn status(repo: &Path) -> String {
     git(repo, &["-c", "core.hooksPath=/dev/null", "status", "--porcelain"])
+}
+
+/// Everything [`Checkpoint::diff_stream`] writes.
+pub fn streamed_diff(cp: &moat_worktree::Checkpoint) -> String {
+    use std::io::Read;
+    let mut out = cp.diff_stream().unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    out.finish().unwrap();
+    text
 }

@@ -114,13 +114,13 @@ fn planted_executables_never_run_and_are_reported() {
     // Every Moat call, with everything planted.
     let review = cp.review().unwrap();
     let diff = cp.diff().unwrap();
-    let out = cp.diff_command().unwrap().output().unwrap();
+    let out = crate::streamed_diff(&cp);
     let lost = cp.unsaved().unwrap();
     let applied = cp.apply(true).unwrap();
     assert!(!marker.exists(), "a planted program ran: {}", std::fs::read_to_string(&marker).unwrap());
 
     assert!(diff.contains("+changed by agent"), "{diff}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("+changed by agent"));
+    assert!(out.contains("+changed by agent"));
     assert_eq!(applied.commits, 1);
     assert_eq!(std::fs::read_to_string(repo.path.join("README.md")).unwrap(), "changed by agent\n");
     assert!(lost.dirty.iter().any(|d| d.contains("vendor/nested")), "{lost:?}");

@@ -103,7 +103,7 @@ fn submodule_work_not_in_the_superproject_stops_rm_and_shows_in_diff() {
     commit_all(&ws_sub, "agent: committed in the submodule only");
     write(&ws_sub, "lib.txt", "edited, not committed\n");
 
-    let changes = cp.changes(false).unwrap();
+    let changes = cp.changes().unwrap();
     assert!(changes.uncommitted.contains(&format!("b/{SUB}/lib.txt")), "{}", changes.uncommitted);
     assert!(changes.uncommitted.contains("+edited, not committed"), "{}", changes.uncommitted);
     // The superproject sees the submodule at a new commit: also uncommitted.
