@@ -38,7 +38,7 @@ pub fn enter_host_process() -> std::io::Result<()> {
 }
 
 /// Rewrites this process's `PATH` without empty or relative entries, so every
-/// bare-name spawn (`Command::new("git")`) and every child resolves programs only
+/// bare-name spawn (a `Command` for `git` by name) and every child resolves programs only
 /// through absolute folders. Call it while the process has one thread.
 pub fn drop_relative_path_entries() {
     if let Some(path) = std::env::var_os("PATH") {

@@ -14,7 +14,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             if !["target", "tests", "fuzz", ".git"].contains(&name.to_str().unwrap_or("")) {
                 rust_files(&path, out);
             }
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path.extension().is_some_and(|e| e == "rs")
+            // Unit-test modules (`tests.rs`, `tests_*.rs`) drive git as the user does.
+            && !name.to_str().is_some_and(|n| n == "tests.rs" || n.starts_with("tests_"))
+        {
             out.push(path);
         }
     }
