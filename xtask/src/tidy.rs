@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::util::root;
 
-/// Longest source file we accept (see ../shared/STYLE.md: "small files").
+/// Longest source file we accept: a file past this wants splitting.
 const MAX_LINES: usize = 800;
 
 /// Checks every rule; fails listing every violation.
@@ -26,6 +26,18 @@ pub fn check() -> Result<()> {
         if rel.ends_with("lib.rs") && !text.trim_start().starts_with("//!") {
             problems.push(format!("{rel}: lib.rs must open with a //! doc saying what the crate is for"));
         }
+        if !is_test_file(&rel) && text.contains(concat!("cfg!", "(test)")) {
+            let what = concat!("cfg!", "(test)");
+            problems.push(format!("{rel}: `{what}` in production code; use #[cfg(test)] items or a parameter"));
+        }
+    }
+    for doc in ["ARCHITECTURE.md", "README.md", "docs/api.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap_or_default();
+        for path in repo_paths(&text) {
+            if !root.join(&path).exists() {
+                problems.push(format!("{doc}: names `{path}`, which does not exist"));
+            }
+        }
     }
     let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap_or_default();
     for krate in std::fs::read_dir(root.join("crates")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
@@ -41,9 +53,30 @@ pub fn check() -> Result<()> {
     }
 }
 
+/// Test code: integration test folders and unit-test modules.
+fn is_test_file(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    rel.split('/').any(|part| part == "tests") || name == "tests.rs" || name.starts_with("tests_")
+}
+
+/// Repository paths a document names in backticks (`crates/…`, `xtask/…`,
+/// `fuzz/…`, `docs/…`), without a trailing `:line`.
+fn repo_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, span) in text.split('`').enumerate() {
+        let is_code = i % 2 == 1;
+        let rooted = ["crates/", "xtask/", "fuzz/", "docs/"].iter().any(|p| span.starts_with(p));
+        if is_code && rooted && !span.contains(['*', '<', ' ', '{']) {
+            out.push(span.split(':').next().unwrap_or(span).trim_end_matches('/').to_string());
+        }
+    }
+    out
+}
+
 fn rust_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = ["crates", "xtask", "examples", "benches"].iter().map(|d| root.join(d)).collect();
+    let mut stack: Vec<PathBuf> =
+        ["crates", "xtask", "examples", "benches", "fuzz"].iter().map(|d| root.join(d)).collect();
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
@@ -61,4 +94,12 @@ fn rust_files(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn tidy() {
     check().unwrap();
+}
+
+#[test]
+fn documents_name_only_paths_that_exist_and_tests_are_told_apart() {
+    let named = repo_paths("see `crates/proto/src/exec/mod.rs:12` and `crates/x/*.rs`, not `moat run`");
+    assert_eq!(named, ["crates/proto/src/exec/mod.rs"]);
+    assert!(is_test_file("crates/cli/tests/e2e/escape.rs") && is_test_file("crates/a/src/b/tests_git.rs"));
+    assert!(!is_test_file("crates/sandbox-core/src/credentials.rs"));
 }

@@ -3,11 +3,12 @@
 //!
 //! Inside the guest, each configured service's env vars (e.g. `ANTHROPIC_API_KEY`)
 //! hold a placeholder in the service's own token format, unique to the sandbox.
-//! Real values never leave the host; the egress proxy (issue #4) will swap them in.
+//! Real values never leave the host; the egress proxy's injector (`egress::inject`)
+//! swaps them in on TLS to each service's own hosts.
 
 use std::path::Path;
 
-use moat_secrets::{catalog, FileKeyStore, KeyStore, LoadError, OpenError, Scope, SystemKeyStore, Vault};
+use moat_secrets::{catalog, KeyStore, LoadError, OpenError, Scope, Vault};
 
 use crate::paths::Home;
 
@@ -25,13 +26,15 @@ pub fn open_vault_in(secrets_dir: &Path) -> Result<Vault, OpenError> {
 /// Where the key of the vault in `secrets_dir` lives: its `key` file if
 /// that exists, else the session's desktop keyring if one answers, else a
 /// new `key` file (see [`SystemKeyStore`]).
+#[cfg(not(test))]
 pub fn vault_keys(secrets_dir: &Path) -> Box<dyn KeyStore> {
-    let key_file = secrets_dir.join("key");
-    if cfg!(test) {
-        // Unit tests open throwaway vaults: no items in the developer's keyring.
-        return Box::new(FileKeyStore::new(key_file));
-    }
-    Box::new(SystemKeyStore::new(secrets_dir.join("vault"), key_file))
+    Box::new(moat_secrets::SystemKeyStore::new(secrets_dir.join("vault"), secrets_dir.join("key")))
+}
+
+/// Unit tests open throwaway vaults: no items in the developer's keyring.
+#[cfg(test)]
+pub fn vault_keys(secrets_dir: &Path) -> Box<dyn KeyStore> {
+    Box::new(moat_secrets::FileKeyStore::new(secrets_dir.join("key")))
 }
 
 /// `NAME=placeholder` for every env var of every built-in service that has a

@@ -7,9 +7,15 @@
 //! drives the lifecycle; [`daemon`] serves it to the CLI; [`agent`] talks to the
 //! guest agent inside a running VM.
 //!
+//! [`host`] guards what a sandbox may take from the host (shares, processes,
+//! sizes) and [`owner`] whom its shared files belong to; [`credentials`] and
+//! [`checkpoint`] wire the vault (`moat-secrets`) and review checkpoints
+//! (`moat-worktree`) in.
+//!
 //! This crate does not parse command lines or draw terminals (that is
-//! `moat-cli`), and it holds no policy, proxy, secret or git logic: [`egress`] only stores
-//! rules and runs `moat-netproxy` for each VM.
+//! `moat-cli`). Policy matching, the proxy, the vault and git live in their own
+//! crates: [`egress`] stores the rules and runs `moat-netproxy` for each VM with
+//! the vault-backed credential injector.
 
 pub mod agent;
 pub mod backend;

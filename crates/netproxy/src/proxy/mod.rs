@@ -22,9 +22,12 @@
 //! silently drops a `Content-Length` sent with `Transfer-Encoding` and
 //! merges duplicate ones, so those requests could not be refused with 400.
 //!
+//! WebSocket upgrades over plain HTTP and intercepted TLS are decided (and get
+//! their credentials) on the opening `GET`, then relayed both ways untouched;
+//! no other protocol switch is asked for or relayed (`h2c` gets 502).
+//!
 //! Not done here: HTTP/2 to the guest (intercepted connections offer
-//! `http/1.1` only), WebSocket upgrades through plain HTTP or interception
-//! (`Upgrade` is hop-by-hop and stripped), and per-sandbox connection limits.
+//! `http/1.1` only) and per-sandbox connection limits.
 
 mod body;
 mod ca;

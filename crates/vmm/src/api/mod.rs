@@ -2,7 +2,7 @@
 //! `sandbox-core` can drive a running VM.
 //!
 //! The protocol is line-based: a client sends one request word per line —
-//! `status`, `pause`, `resume`, `shutdown`, `stop` or `stats` — and reads
+//! `status`, `start`, `pause`, `resume`, `shutdown`, `stop` or `stats` — and reads
 //! one JSON object per line back, in order:
 //!
 //! ```text
@@ -12,7 +12,7 @@
 //! < {"state":"paused","stats":{"uptime_ms":812,"vcpus":[{"index":0,"cpu_ns":80312114}],
 //!    "rss_bytes":5677056,"guest_ram_bytes":1175552,"serial_bytes":1710}}
 //! > hello
-//! < {"state":"paused","error":"unknown request; expected one of status, pause, resume, shutdown, stop, stats"}
+//! < {"state":"paused","error":"unknown request; expected one of status, start, pause, resume, shutdown, stop, stats"}
 //! ```
 //!
 //! Every answer carries the VM's state after the request; a failed request
