@@ -213,18 +213,7 @@ fn checkout_submodules(
         let sub_dst = dst_top.join(path);
         let _ = std::fs::remove_dir(&sub_dst);
         // Local clone of a repository we chose, from the host: allowed explicitly.
-        let args: [&std::ffi::OsStr; 9] = [
-            "-c".as_ref(),
-            "protocol.file.allow=always".as_ref(),
-            "clone".as_ref(),
-            "--quiet".as_ref(),
-            "--shared".as_ref(),
-            "--no-checkout".as_ref(),
-            "--template=".as_ref(),
-            sub_src.as_os_str(),
-            sub_dst.as_os_str(),
-        ];
-        sub_git.run(args)?;
+        clone_shared(&sub_git, &sub_src, &sub_dst)?;
         Git::new_clone(&sub_dst)
             .map_err(|e| new_clone_error(e, &sub_dst))?
             .run(["checkout", "--quiet", "--detach", sha])?;

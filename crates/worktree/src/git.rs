@@ -99,6 +99,17 @@ enum Trust {
     Derived,
 }
 
+/// `args` as owned strings, and as text for messages.
+fn collect_args<I, S>(args: I) -> (Vec<std::ffi::OsString>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let shown = args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+    (args, shown)
+}
+
 /// One repository, as Moat's safe `git` sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Git {
@@ -188,8 +199,7 @@ impl Git {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-        let shown = args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let (args, shown) = collect_args(args);
         let mut cmd = self.command();
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(GitError::Spawn)?;
@@ -210,11 +220,10 @@ impl Git {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-        let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let (args, shown) = collect_args(args);
         let mut cmd = self.command();
         cmd.args(&args);
-        run(cmd, &self.dir, shown.join(" "))
+        run(cmd, &self.dir, shown)
     }
 
     /// Runs `git <args>` with `input` on stdin and returns stdout's bytes (for
@@ -224,8 +233,7 @@ impl Git {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-        let shown = args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let (args, shown) = collect_args(args);
         let mut cmd = self.command();
         cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(GitError::Spawn)?;

@@ -246,13 +246,8 @@ fn read_c_string(pid: u32, addr: u64) -> Option<Vec<u8>> {
 fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // Room for one descriptor's control message (CMSG_SPACE(4) = 24 on 64-bit).
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; every pointer set below outlives sendmsg.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
+    let mut msg = one_fd_message(&mut iov, &mut control);
     // SAFETY: CMSG_SPACE is a pure computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
     // SAFETY: the control buffer is large enough for one header and one fd.
@@ -270,17 +265,24 @@ fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A one-byte message with room for one descriptor (`CMSG_SPACE(4)` = 24 on
+/// 64-bit), its buffers owned by the caller.
+fn one_fd_message(iov: &mut libc::iovec, control: &mut [u64; 4]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; the pointers set below outlive its use.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    msg
+}
+
 /// Receives one descriptor sent by [`send_fd`].
 fn recv_fd(sock: RawFd) -> std::io::Result<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; every pointer set below outlives recvmsg.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
+    let mut msg = one_fd_message(&mut iov, &mut control);
     // SAFETY: `msg` points at buffers owned by this frame.
     let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
     if n <= 0 {
