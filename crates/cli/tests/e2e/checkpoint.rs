@@ -50,7 +50,9 @@ fn an_agent_commits_on_its_branch_and_the_user_reviews_and_applies() {
     assert!(!out.status.success(), "nor its config");
     let script = "git config --global user.name Agent && git config --global user.email agent@example.com \
                   && echo 'from the agent' > feature.txt && mkdir -p .husky && printf '#!/bin/sh\\ntouch /tmp/pwned\\n' > .husky/post-checkout \
-                  && chmod +x .husky/post-checkout && git add feature.txt .husky && git commit -qm 'agent: add feature' && git log --oneline | wc -l";
+                  && chmod +x .husky/post-checkout \
+                  && f=$(printf 'name\\033]0;pwned\\007.txt') && printf 'clear\\033[2Jscreen\\n' > \"$f\" \
+                  && git add feature.txt .husky \"$f\" && git commit -qm 'agent: add feature' && git log --oneline | wc -l";
     assert_eq!(m.sh("feat", script), "2\n");
     assert_eq!(git(&repo, &["count-objects"]), host_objects_before, "nothing was written into the host's .git");
 
@@ -58,6 +60,13 @@ fn an_agent_commits_on_its_branch_and_the_user_reviews_and_applies() {
     assert!(diff.contains("+from the agent"), "{diff}");
     let review = m.ok(&["review", "feat"]);
     assert!(review.contains(".husky/post-checkout"), "review reports the executable it added:\n{review}");
+    // The agent's escape sequences (a file name that sets the terminal title, a
+    // line that clears the screen) reach the terminal only as visible text.
+    for (what, out) in [("diff", &diff), ("review", &review)] {
+        assert!(!out.contains(['\u{1b}', '\u{7}', '\u{9b}']), "moat {what} passed a control sequence:\n{out:?}");
+    }
+    assert!(diff.contains("name\\033]0;pwned\\a.txt"), "moat diff shows the name, quoted:\n{diff}");
+    assert!(diff.contains("clear\\x1b[2Jscreen"), "and the line, escaped:\n{diff}");
 
     // Work not yet applied: rm refuses and says what would be lost.
     let out = m.run(&["rm", "feat"]);
