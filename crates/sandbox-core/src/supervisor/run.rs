@@ -142,25 +142,83 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// The supervisor's recipe: configuration → the way out → device back-ends →
+/// monitor → console → stop on signal → readiness → the monitor's end.
 fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), SuperviseError> {
     let io_err = |e| SuperviseError::RunDir(run.path().into(), e);
-    let config = std::fs::read(run.config()).map_err(io_err)?;
-    let vm: VmConfig = serde_json::from_slice(&config).map_err(SuperviseError::Config)?;
-    let hv: Arc<dyn Hypervisor> = backend::hypervisor(vm.backend)?.into();
+    let (vm, hv) = load_config(run)?;
     status.backend = format!(
         "{}/{}",
         hv.name(),
         serde_json::to_value(vm.accel).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     );
     run.write_status(status).map_err(io_err)?;
+    let signals = block_stop_signals().map_err(|e| io_err(e.into()))?;
+    let sockets = device_sockets(run, &vm);
+    // The host ends of the guest's only way out, up before the guest can knock.
+    let _egress = match &vm.egress {
+        Some(paths) => Some(crate::egress::service::start(&vm.name, paths, &run.vsock_socket())?),
+        None => None,
+    };
+    // Dropped after the monitor: the back-ends are stopped once it is gone.
+    let _backends = start_backends(&vm, &sockets, run)?;
+    let ms = |since: Instant| since.elapsed().as_millis() as u64;
+    let mut boot = BootTimes { devices_ms: ms(started), ..BootTimes::default() };
 
-    // Signals are taken synchronously by a watcher thread; children get a clean mask from std.
+    let mut monitor = Monitor::start(hv.as_ref(), &vm, &sockets, run)?;
+    // Declared after the monitor: dropped (files removed) once it was waited for.
+    let _leftovers = RemoveOnDrop(hv.run_files(&vm));
+    boot.vmm_spawned_ms = ms(started);
+    status.vmm_pid = Some(monitor.child.id());
+    run.write_status(status).map_err(io_err)?;
+
+    let ready = monitor.watch_console(run);
+    let agent_up = Arc::new(AtomicBool::new(false));
+    stop_on_signal(signals, run, &monitor, Arc::clone(&hv), &vm, Arc::clone(&agent_up));
+    let ready = ready.recv_timeout(BOOT_TIMEOUT);
+    agent_up.store(ready.is_ok(), Ordering::SeqCst);
+    if let Err(waited) = ready {
+        return Err(monitor.failed_to_boot(run, waited == mpsc::RecvTimeoutError::Timeout));
+    }
+    boot.ready_line_ms = ms(started);
+    match AgentConn::connect(&run.vsock_socket()).and_then(|c| c.ping()) {
+        Ok(pong) => {
+            boot.agent_ms = ms(started);
+            boot.guest_uptime_ms = pong.uptime_ms;
+            status.phase = Phase::Running;
+            status.boot_ms = Some(boot.agent_ms);
+            status.boot = Some(boot);
+            run.write_status(status).map_err(io_err)?;
+        }
+        Err(e) => {
+            monitor.kill();
+            return Err(SuperviseError::Start(format!("the guest agent did not answer: {e}")));
+        }
+    }
+    monitor.wait_exit(status).map_err(io_err)
+}
+
+/// `vm.json` and the backend it names.
+fn load_config(run: &RunDir) -> Result<(VmConfig, Arc<dyn Hypervisor>), SuperviseError> {
+    let config = std::fs::read(run.config()).map_err(|e| SuperviseError::RunDir(run.path().into(), e))?;
+    let vm: VmConfig = serde_json::from_slice(&config).map_err(SuperviseError::Config)?;
+    let hv: Arc<dyn Hypervisor> = backend::hypervisor(vm.backend)?.into();
+    Ok((vm, hv))
+}
+
+/// Blocks the signals that stop the VM on this thread (the watcher takes them
+/// synchronously; children get a clean mask from std).
+fn block_stop_signals() -> nix::Result<SigSet> {
     let mut mask = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
     }
-    mask.thread_block().map_err(|e| io_err(e.into()))?;
+    mask.thread_block()?;
+    Ok(mask)
+}
 
+/// The back-ends' sockets in the run folder, stale ones removed.
+fn device_sockets(run: &RunDir, vm: &VmConfig) -> DeviceSockets {
     let sockets = DeviceSockets {
         vsock: run.path().join("vsock-backend.sock"),
         fs: (0..vm.shares.len()).map(|i| run.path().join(format!("fs{i}.sock"))).collect(),
@@ -168,18 +226,19 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     for stale in sockets.fs.iter().chain([&sockets.vsock, &run.vsock_socket()]) {
         let _ = std::fs::remove_file(stale);
     }
-    // The host ends of the guest's only way out, up before the guest can knock.
-    let _egress = match &vm.egress {
-        Some(paths) => Some(crate::egress::service::start(&vm.name, paths, &run.vsock_socket())?),
-        None => None,
-    };
+    sockets
+}
+
+/// virtiofsd for each share (guarded, see `share`) and the vsock device, up
+/// and listening.
+fn start_backends(vm: &VmConfig, sockets: &DeviceSockets, run: &RunDir) -> Result<Children, SuperviseError> {
     let mut children = Children(Vec::new());
     for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
-        let (c, serve) = super::share::virtiofsd(&find_tool(Tool::Virtiofsd)?, share, sock)
-            .map_err(|e| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag)))?;
+        let failed = |e: &dyn std::fmt::Display| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag));
+        let (c, serve) = super::share::virtiofsd(&find_tool(Tool::Virtiofsd)?, share, sock).map_err(|e| failed(&e))?;
         let (name, child) = spawn(&format!("virtiofsd[{}]", share.tag), c, run)?;
         children.0.push((name, child, Signal::SIGTERM));
-        serve.start().map_err(|e| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag)))?;
+        serve.start().map_err(|e| failed(&e))?;
     }
     let mut c = Command::new(find_tool(Tool::VsockBackend)?);
     c.arg("--guest-cid")
@@ -193,84 +252,95 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     for sock in sockets.fs.iter().chain([&sockets.vsock]) {
         wait_for_socket(sock, &mut children)?;
     }
-    let ms = |since: Instant| since.elapsed().as_millis() as u64;
-    let mut boot = BootTimes { devices_ms: ms(started), ..BootTimes::default() };
+    Ok(children)
+}
 
-    let mut cmd = hv.command(&vm, &sockets)?;
-    cmd.stdout(Stdio::piped());
-    log_line(run, &format!("supervisor: running {cmd:?}"));
-    let (vmm_name, mut vmm, stderr) = spawn_monitor(hv.name(), cmd, run)?;
-    // Declared after the monitor: dropped (files removed) once it was waited for.
-    let _leftovers = RemoveOnDrop(hv.run_files(&vm));
-    boot.vmm_spawned_ms = ms(started);
-    status.vmm_pid = Some(vmm.id());
-    run.write_status(status).map_err(io_err)?;
-
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let console = vmm.stdout.take().expect("stdout was piped");
-    let console_log = run.console_log();
-    std::thread::spawn(move || pump_console(console, &console_log, ready_tx));
-
+/// A watcher thread that, on SIGTERM/SIGINT/SIGHUP, stops the VM gracefully.
+fn stop_on_signal(
+    signals: SigSet,
+    run: &RunDir,
+    monitor: &Monitor,
+    hv: Arc<dyn Hypervisor>,
+    vm: &VmConfig,
+    agent_up: Arc<AtomicBool>,
+) {
     let vsock = run.vsock_socket();
-    let vmm_pid = Pid::from_raw(vmm.id() as i32);
-    let (stopper, stopped_vm) = (Arc::clone(&hv), vm.clone());
-    let agent_up = Arc::new(AtomicBool::new(false));
-    let agent_seen = Arc::clone(&agent_up);
+    let pid = Pid::from_raw(monitor.child.id() as i32);
+    let vm = vm.clone();
     std::thread::spawn(move || {
-        if mask.wait().is_ok() {
-            graceful_stop(&vsock, agent_seen.load(Ordering::SeqCst), vmm_pid, stopper.as_ref(), &stopped_vm);
+        if signals.wait().is_ok() {
+            graceful_stop(&vsock, agent_up.load(Ordering::SeqCst), pid, hv.as_ref(), &vm);
         }
     });
+}
 
-    let ready = ready_rx.recv_timeout(BOOT_TIMEOUT);
-    agent_up.store(ready.is_ok(), Ordering::SeqCst);
-    match ready {
-        Ok(()) => match AgentConn::connect(&run.vsock_socket()).and_then(|c| {
-            boot.ready_line_ms = ms(started);
-            c.ping()
-        }) {
-            Ok(pong) => {
-                boot.agent_ms = ms(started);
-                boot.guest_uptime_ms = pong.uptime_ms;
-                status.phase = Phase::Running;
-                status.boot_ms = Some(boot.agent_ms);
-                status.boot = Some(boot);
-                run.write_status(status).map_err(io_err)?;
-            }
-            Err(e) => {
-                let _ = vmm.kill();
-                let _ = vmm.wait();
-                return Err(SuperviseError::Start(format!("the guest agent did not answer: {e}")));
-            }
-        },
-        Err(waited) => {
-            // Disconnected: the console closed, so the monitor is exiting on its own.
-            let timed_out = waited == mpsc::RecvTimeoutError::Timeout;
-            let _ = vmm.kill();
-            let exit = vmm.wait().map(|s| s.to_string()).unwrap_or_default();
-            let why = stderr.last_line().map(|l| format!(": {l}")).unwrap_or_default();
-            let console = run.console_log();
-            return Err(SuperviseError::Start(if timed_out {
-                format!(
-                    "the guest agent was not ready within {} s; console log: {}",
-                    BOOT_TIMEOUT.as_secs(),
-                    console.display()
-                )
-            } else {
-                format!(
-                    "{vmm_name} exited ({exit}) before the guest agent was ready{why}; console log: {}",
-                    console.display()
-                )
-            }));
+/// The running VM monitor, with the tail of its stderr.
+struct Monitor {
+    name: String,
+    child: Child,
+    stderr: StderrTail,
+}
+
+impl Monitor {
+    fn start(
+        hv: &dyn Hypervisor,
+        vm: &VmConfig,
+        sockets: &DeviceSockets,
+        run: &RunDir,
+    ) -> Result<Monitor, SuperviseError> {
+        let mut cmd = hv.command(vm, sockets)?;
+        cmd.stdout(Stdio::piped());
+        log_line(run, &format!("supervisor: running {cmd:?}"));
+        let (name, child, stderr) = spawn_monitor(hv.name(), cmd, run)?;
+        Ok(Monitor { name, child, stderr })
+    }
+
+    /// Copies the console into the bounded log; the receiver hears once the
+    /// guest agent printed its ready line (or disconnects when the console closes).
+    fn watch_console(&mut self, run: &RunDir) -> mpsc::Receiver<()> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let console = self.child.stdout.take().expect("stdout was piped");
+        let console_log = run.console_log();
+        std::thread::spawn(move || pump_console(console, &console_log, ready_tx));
+        ready_rx
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The boot failed: the monitor is stopped and the error says why.
+    fn failed_to_boot(mut self, run: &RunDir, timed_out: bool) -> SuperviseError {
+        // Not timed out: the console closed, so the monitor is exiting on its own.
+        let _ = self.child.kill();
+        let exit = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+        let why = self.stderr.last_line().map(|l| format!(": {l}")).unwrap_or_default();
+        let console = run.console_log();
+        SuperviseError::Start(if timed_out {
+            format!(
+                "the guest agent was not ready within {} s; console log: {}",
+                BOOT_TIMEOUT.as_secs(),
+                console.display()
+            )
+        } else {
+            format!(
+                "{} exited ({exit}) before the guest agent was ready{why}; console log: {}",
+                self.name,
+                console.display()
+            )
+        })
+    }
+
+    /// Waits for the monitor to end; a failure is recorded in `status`.
+    fn wait_exit(mut self, status: &mut Status) -> std::io::Result<()> {
+        let exit = self.child.wait()?;
+        let why = self.stderr.last_line().map(|l| format!(": {l}")).unwrap_or_default();
+        if !exit.success() && !matches!(exit.code(), Some(0)) {
+            status.error = Some(format!("{} exited ({exit}){why}", self.name));
         }
+        Ok(())
     }
-
-    let exit = vmm.wait().map_err(io_err)?;
-    let why = stderr.last_line().map(|l| format!(": {l}")).unwrap_or_default();
-    if !exit.success() && !matches!(exit.code(), Some(0)) {
-        status.error = Some(format!("{vmm_name} exited ({exit}){why}"));
-    }
-    Ok(())
 }
 
 /// [`spawn`] for the VM monitor: its stderr goes to the supervisor log through a
