@@ -128,7 +128,7 @@ pub struct SandboxOpts {
     /// Hypervisor backend: auto (QEMU; with KVM on CPUs with VMX/SVM), qemu, or vmm
     /// (moat-vmm, opt-in: no Linux guest has been seen booting on it yet).
     #[arg(long, env = "MOAT_BACKEND")]
-    pub backend: Option<String>,
+    pub backend: Option<moat_sandbox_core::backend::BackendChoice>,
     /// Work on a new branch (`auto` picks a name) in a clone of the workspace's git
     /// repository under `.moat/`; review it with `moat diff|review`, bring it back with `moat apply`.
     #[arg(long, value_name = "NAME|auto")]

@@ -135,7 +135,7 @@ fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRe
         cpus: opts.cpus,
         memory: opts.memory.clone(),
         disk: opts.disk.clone(),
-        backend: opts.backend.clone(),
+        backend: opts.backend,
         branch: opts.branch.clone(),
         clone: opts.clone,
         owner: Some(moat_sandbox_core::owner::ShareOwner::invoking()),
@@ -271,7 +271,8 @@ fn agent_argv(agent: &str, args: &[String]) -> Vec<String> {
 }
 
 fn backend_note(info: &SandboxInfo) -> Option<String> {
-    info.status.backend.ends_with("/tcg").then(|| {
+    let emulated = info.status.backend.is_some_and(|b| b.accel == moat_sandbox_core::backend::Accel::Tcg);
+    emulated.then(|| {
         "running under QEMU software emulation (TCG): this host has no usable hardware virtualization".to_string()
     })
 }
@@ -298,7 +299,7 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
                 s.spec.name.clone(),
                 s.spec.agent.clone(),
                 status,
-                s.status.backend.clone(),
+                s.status.backend.map(|b| b.to_string()).unwrap_or_default(),
                 s.spec.workspace.display().to_string(),
             ]
         })

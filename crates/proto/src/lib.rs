@@ -4,12 +4,14 @@
 //! way out) over vsock; the host tells the guest's init what to mount in
 //! [`boot`] parameters on the kernel command line; [`name`] is the one rule for
 //! what a sandbox may be called (it becomes the guest's hostname and a git
-//! branch); [`vmm`] is moat-vmm's control socket and the client the sandbox
+//! branch); [`backend`] names the monitor asked for and the one that runs;
+//! [`vmm`] is moat-vmm's control socket and the client the sandbox
 //! runtime drives it with.
 //!
 //! This crate has no dependencies beyond serde and std: both sides of each
 //! contract link it, and nothing else comes along.
 
+pub mod backend;
 pub mod boot;
 pub mod egress;
 pub mod exec;

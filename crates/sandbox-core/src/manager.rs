@@ -263,7 +263,7 @@ impl Manager {
         }
         let state_disk = self.home.sandbox_dir(&record.id).join("state.ext4");
         check_disk_space(&state_disk, record.spec.disk_mib << 20)?;
-        let selection = backend::select(&record.spec.backend, &HostVirt::detect())?;
+        let selection = backend::select(record.spec.backend, &HostVirt::detect())?;
         let images = self.images.images(&record.spec.agent).map_err(ManagerError::Images)?;
         for tool in [Tool::Virtiofsd, Tool::VsockBackend] {
             find_tool(tool)?;

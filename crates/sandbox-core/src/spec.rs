@@ -36,9 +36,9 @@ pub struct CreateRequest {
     /// Size of the sparse state disk, e.g. `20g`; default 16 GiB (1 GiB to 1 TiB).
     #[serde(default)]
     pub disk: Option<String>,
-    /// Hypervisor backend: `auto` (default), `qemu` or `vmm`.
+    /// Hypervisor backend (`auto` when absent).
     #[serde(default)]
-    pub backend: Option<String>,
+    pub backend: Option<moat_proto::backend::BackendChoice>,
     /// Work on a review checkpoint of the workspace's git repository: a new
     /// branch (`auto` or a name) in a clone under `<repo>/.moat/worktrees/`.
     #[serde(default)]
@@ -80,8 +80,8 @@ pub struct SandboxSpec {
     /// Size of the sparse state disk in MiB (records from before the option: 32 GiB).
     #[serde(default = "legacy_disk_mib")]
     pub disk_mib: u64,
-    /// Backend choice as the user gave it (`auto`, `qemu`, `vmm`).
-    pub backend: String,
+    /// Backend choice as the user gave it.
+    pub backend: moat_proto::backend::BackendChoice,
     /// The git repository whose review checkpoint the workspace is (see `moat_worktree`).
     #[serde(default)]
     pub checkpoint_repo: Option<PathBuf>,
@@ -130,9 +130,6 @@ pub enum SpecError {
     /// Bad CPU count.
     #[error("invalid CPU count {0}: this host has {1} CPUs")]
     BadCpus(u32, u32),
-    /// Unknown backend.
-    #[error("unknown backend {0:?}: use auto, qemu or vmm")]
-    BadBackend(String),
     /// Shared files may not be given to that user.
     #[error(transparent)]
     Owner(#[from] OwnerError),
@@ -255,10 +252,7 @@ impl CreateRequest {
             Some(d) => crate::host::parse_disk_size(d)? >> 20,
             None => crate::host::resources::DEFAULT_DISK_GIB * 1024,
         };
-        let backend = self.backend.clone().unwrap_or_else(|| "auto".into());
-        if !matches!(backend.as_str(), "auto" | "qemu" | "vmm") {
-            return Err(SpecError::BadBackend(backend));
-        }
+        let backend = self.backend.unwrap_or_default();
         let owner = self.owner.unwrap_or_else(ShareOwner::invoking);
         owner.check_allowed()?;
         Ok(SandboxSpec {

@@ -146,7 +146,7 @@ mod tests {
                 cpus: 1,
                 memory_mib: 512,
                 disk_mib: 16 * 1024,
-                backend: "auto".into(),
+                backend: crate::backend::BackendChoice::Auto,
                 checkpoint_repo: None,
                 owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
             },

@@ -67,25 +67,7 @@ pub struct Share {
     pub owner: crate::owner::ShareOwner,
 }
 
-/// The monitors Moat can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// `qemu-system-x86_64 -M microvm`.
-    Qemu,
-    /// Moat's own KVM monitor (issue #3).
-    Vmm,
-}
-
-/// How guest code runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// Hardware virtualization through `/dev/kvm`.
-    Kvm,
-    /// QEMU's software emulation.
-    Tcg,
-}
+pub use moat_proto::backend::{Accel, BackendChoice, BackendKind, Running};
 
 /// Sockets the shared device back-ends listen on for one VM.
 #[derive(Debug, Clone)]
@@ -170,15 +152,15 @@ pub struct Selection {
 /// Until a Linux guest has been seen booting on moat-vmm, `auto` means QEMU,
 /// with KVM where the CPU has hardware virtualization and TCG otherwise;
 /// `vmm` opts in to moat-vmm wherever `/dev/kvm` opens.
-pub fn select(choice: &str, host: &HostVirt) -> Result<Selection, BackendError> {
+pub fn select(choice: BackendChoice, host: &HostVirt) -> Result<Selection, BackendError> {
     match choice {
-        "vmm" if !host.kvm_usable => Err(BackendError::Unavailable(
+        BackendChoice::Vmm if !host.kvm_usable => Err(BackendError::Unavailable(
             "vmm",
             "moat-vmm needs /dev/kvm, which cannot be opened read-write here (is KVM loaded, and are you in the \
              kvm group?); use --backend qemu"
                 .into(),
         )),
-        "vmm" => Ok(Selection {
+        BackendChoice::Vmm => Ok(Selection {
             kind: BackendKind::Vmm,
             accel: Accel::Kvm,
             note: (!host.hardware).then(|| {
@@ -187,7 +169,7 @@ pub fn select(choice: &str, host: &HostVirt) -> Result<Selection, BackendError> 
                     .to_string()
             }),
         }),
-        _ => {
+        BackendChoice::Auto | BackendChoice::Qemu => {
             let (accel, note) = if host.hardware && host.kvm_usable {
                 (Accel::Kvm, None)
             } else {
@@ -242,33 +224,33 @@ mod tests {
     #[test]
     fn auto_uses_kvm_only_with_hardware_virtualization() {
         let hw = HostVirt { hardware: true, kvm_usable: true };
-        let s = select("auto", &hw).unwrap();
+        let s = select(BackendChoice::Auto, &hw).unwrap();
         assert_eq!((s.kind, s.accel, s.note), (BackendKind::Qemu, Accel::Kvm, None));
 
         let pvm = HostVirt { hardware: false, kvm_usable: true };
-        let s = select("auto", &pvm).unwrap();
+        let s = select(BackendChoice::Auto, &pvm).unwrap();
         assert_eq!(s.accel, Accel::Tcg);
         assert!(s.note.unwrap().contains("no VMX/SVM"));
 
         let no_perm = HostVirt { hardware: true, kvm_usable: false };
-        assert!(select("qemu", &no_perm).unwrap().note.unwrap().contains("/dev/kvm"));
+        assert!(select(BackendChoice::Qemu, &no_perm).unwrap().note.unwrap().contains("/dev/kvm"));
     }
 
     #[test]
     fn vmm_is_opt_in_and_needs_a_usable_dev_kvm() {
         let hw = HostVirt { hardware: true, kvm_usable: true };
-        assert_eq!(select("auto", &hw).unwrap().kind, BackendKind::Qemu, "auto never picks moat-vmm yet");
-        let s = select("vmm", &hw).unwrap();
+        assert_eq!(select(BackendChoice::Auto, &hw).unwrap().kind, BackendKind::Qemu, "auto never picks moat-vmm yet");
+        let s = select(BackendChoice::Vmm, &hw).unwrap();
         assert_eq!((s.kind, s.accel, s.note), (BackendKind::Vmm, Accel::Kvm, None));
 
         // PVM: /dev/kvm opens but the CPU has no VMX/SVM. moat-vmm runs, with a warning.
         let pvm = HostVirt { hardware: false, kvm_usable: true };
-        let s = select("vmm", &pvm).unwrap();
+        let s = select(BackendChoice::Vmm, &pvm).unwrap();
         assert_eq!((s.kind, s.accel), (BackendKind::Vmm, Accel::Kvm));
         assert!(s.note.unwrap().contains("use --backend qemu"));
 
         for host in [HostVirt { hardware: true, kvm_usable: false }, HostVirt { hardware: false, kvm_usable: false }] {
-            let err = select("vmm", &host).unwrap_err().to_string();
+            let err = select(BackendChoice::Vmm, &host).unwrap_err().to_string();
             assert!(err.starts_with("the vmm backend is not available: moat-vmm needs /dev/kvm"), "{err}");
             assert!(err.contains("--backend qemu"), "{err}");
         }

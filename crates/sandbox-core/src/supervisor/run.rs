@@ -75,7 +75,7 @@ pub fn supervise(run_dir: &Path) -> i32 {
         phase: Phase::Starting,
         supervisor_pid: std::process::id(),
         vmm_pid: None,
-        backend: String::new(),
+        backend: None,
         boot_ms: None,
         error: None,
         boot: None,
@@ -147,11 +147,7 @@ impl Drop for RemoveOnDrop {
 fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), SuperviseError> {
     let io_err = |e| SuperviseError::RunDir(run.path().into(), e);
     let (vm, hv) = load_config(run)?;
-    status.backend = format!(
-        "{}/{}",
-        hv.name(),
-        serde_json::to_value(vm.accel).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-    );
+    status.backend = Some(crate::backend::Running { kind: vm.backend, accel: vm.accel });
     run.write_status(status).map_err(io_err)?;
     let signals = block_stop_signals().map_err(|e| io_err(e.into()))?;
     let sockets = device_sockets(run, &vm);

@@ -38,9 +38,10 @@ pub struct Status {
     /// The monitor process, once spawned.
     #[serde(default)]
     pub vmm_pid: Option<u32>,
-    /// Backend and acceleration, e.g. `qemu/tcg`.
-    #[serde(default)]
-    pub backend: String,
+    /// Backend and acceleration (`qemu/tcg` on the wire), once the supervisor
+    /// has read its configuration.
+    #[serde(default, deserialize_with = "running_or_none")]
+    pub backend: Option<crate::backend::Running>,
     /// Milliseconds from supervisor start to the guest agent answering.
     #[serde(default)]
     pub boot_ms: Option<u64>,
@@ -144,7 +145,7 @@ impl RunDir {
                 phase: if alive { Phase::Starting } else { Phase::Stopped },
                 supervisor_pid: 0,
                 vmm_pid: None,
-                backend: String::new(),
+                backend: None,
                 boot_ms: None,
                 error: None,
                 boot: None,
@@ -167,6 +168,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// A backend as written by any supervisor: older ones wrote `""` before they knew.
+fn running_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::backend::Running>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(text.filter(|t| !t.is_empty()).and_then(|t| crate::backend::Running::try_from(t).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +183,10 @@ mod tests {
             phase,
             supervisor_pid: 1,
             vmm_pid: None,
-            backend: "qemu/tcg".into(),
+            backend: Some(crate::backend::Running {
+                kind: crate::backend::BackendKind::Qemu,
+                accel: crate::backend::Accel::Tcg,
+            }),
             boot_ms: None,
             error: None,
             boot: None,
