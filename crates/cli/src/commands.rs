@@ -243,7 +243,7 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
         }
     };
     let info = running(&c, &name)?;
-    if let Some(note) = backend_note(&info) {
+    for note in backend_note(&info).into_iter().chain(repository_note(&info)) {
         eprintln!("moat: {note}");
     }
     let interactive = is_interactive();
@@ -268,6 +268,21 @@ fn agent_argv(agent: &str, args: &[String]) -> Vec<String> {
         ("shell", false) => args.to_vec(),
         (other, _) => std::iter::once(other.to_string()).chain(args.iter().cloned()).collect(),
     }
+}
+
+/// A live workspace that is no git repository may not become one inside the
+/// sandbox (the user's git would later trust what the guest wrote): say so
+/// before the agent finds out from `git init`.
+fn repository_note(info: &SandboxInfo) -> Option<String> {
+    let live = info.spec.checkpoint_repo.is_none();
+    let no_repo = std::fs::symlink_metadata(info.spec.workspace.join(".git")).is_err();
+    (live && no_repo).then(|| {
+        format!(
+            "{} is not a git repository, and the sandbox may not make it one (your own git would run what it \
+             wrote); run `git init` there first if the agent needs one",
+            info.spec.workspace.display()
+        )
+    })
 }
 
 fn backend_note(info: &SandboxInfo) -> Option<String> {

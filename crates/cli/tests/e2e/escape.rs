@@ -674,3 +674,19 @@ fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
         }
     }
 }
+
+#[test]
+fn a_live_folder_that_is_no_repository_cannot_become_one_and_run_says_so() {
+    let Some(m) = moat() else { return };
+    let ws = m.workspace("plain");
+    let w = ws.to_str().unwrap();
+    let out = m.run(&["run", "--name", "plain", "-m", "1g", "--cpus", "1", "shell", w, "--", "git", "init", "-q", w]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "git init at the root of a live share must fail: {err}");
+    assert!(err.contains("is not a git repository") && err.contains("git init"), "moat says why first: {err}");
+    assert!(!ws.join(".git").exists(), "no repository appeared on the host");
+    // Below the root, the agent may make repositories of its own.
+    let sub = format!("{w}/sub");
+    m.ok(&["exec", "plain", "sh", "-c", &format!("mkdir -p '{sub}' && git init -q '{sub}'")]);
+    assert!(ws.join("sub/.git").is_dir());
+}
