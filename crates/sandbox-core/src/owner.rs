@@ -30,10 +30,16 @@ impl ShareOwner {
     /// The user behind this process: with `sudo` the user who ran it, otherwise
     /// the effective user.
     pub fn invoking() -> ShareOwner {
-        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
-        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let me = Self::effective();
         let var = |k| std::env::var(k).ok();
-        Self::behind(euid, egid, var("SUDO_UID").as_deref(), var("SUDO_GID").as_deref())
+        Self::behind(me.uid, me.gid, var("SUDO_UID").as_deref(), var("SUDO_GID").as_deref())
+    }
+
+    /// This process's effective uid and gid.
+    pub fn effective() -> ShareOwner {
+        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        ShareOwner { uid, gid }
     }
 
     /// [`ShareOwner::invoking`] from its inputs: `sudo`'s variables count only

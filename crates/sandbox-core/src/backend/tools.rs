@@ -66,17 +66,12 @@ pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
     let found = if tool == Tool::Vmm {
         let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
         let cargo_bin = crate::paths::home_dir().join(".cargo/bin");
-        first_executable(tool.binary(), exe_dir.into_iter().chain([cargo_bin])).or_else(|| search_path(tool.binary()))
+        crate::host::resolve_program(tool.binary(), exe_dir.into_iter().chain([cargo_bin]))
+            .or_else(|| search_path(tool.binary()))
     } else {
         search_path(tool.binary())
     };
     found.ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
-}
-
-/// `dir/program` for the first of `dirs` where it is an executable file; relative
-/// folders are skipped.
-fn first_executable(program: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
-    crate::host::resolve_program(program, dirs)
 }
 
 /// Finds an executable `program` on `$PATH`, then in `~/.cargo/bin` (where `cargo
@@ -88,7 +83,7 @@ pub fn search_path(program: &str) -> Option<PathBuf> {
     let extra = [crate::paths::home_dir().join(".cargo/bin")]
         .into_iter()
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    first_executable(program, std::env::split_paths(&path).chain(extra))
+    crate::host::resolve_program(program, std::env::split_paths(&path).chain(extra))
 }
 
 #[cfg(test)]
@@ -100,16 +95,16 @@ mod tests {
     fn the_first_folder_with_an_executable_wins() {
         let [beside, cargo_bin] = [(); 2].map(|()| tempfile::tempdir().unwrap());
         let dirs = || [beside.path().to_path_buf(), cargo_bin.path().to_path_buf()];
-        assert_eq!(first_executable("moat-vmm", dirs()), None);
+        assert_eq!(crate::host::resolve_program("moat-vmm", dirs()), None);
         std::fs::write(beside.path().join("moat-vmm"), "").unwrap();
-        assert_eq!(first_executable("moat-vmm", dirs()), None, "a file that is not executable is skipped");
+        assert_eq!(crate::host::resolve_program("moat-vmm", dirs()), None, "a file that is not executable is skipped");
         let installed = cargo_bin.path().join("moat-vmm");
         std::fs::write(&installed, "").unwrap();
         std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(first_executable("moat-vmm", dirs()), Some(installed));
+        assert_eq!(crate::host::resolve_program("moat-vmm", dirs()), Some(installed));
         let built = beside.path().join("moat-vmm");
         std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(first_executable("moat-vmm", dirs()), Some(built), "the same build as moat comes first");
+        assert_eq!(crate::host::resolve_program("moat-vmm", dirs()), Some(built), "the same build as moat comes first");
     }
 
     /// Runs in a child process (this test binary again) so that its working folder

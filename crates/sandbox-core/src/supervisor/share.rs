@@ -87,9 +87,7 @@ pub(crate) fn virtiofsd(program: &Path, share: &Share, socket: &Path) -> Result<
 /// Puts `c` (virtiofsd, or anything that serves `share`'s files) under the
 /// guard and, for a writable share, its shield and the notifier.
 pub(crate) fn guarded(c: &mut Command, share: &Share) -> Result<Serve, GuardError> {
-    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    guarded_as(c, share, ShareOwner { uid, gid })
+    guarded_as(c, share, ShareOwner::effective())
 }
 
 /// [`guarded`] for a child that will run as `runner` (whose namespace set-up

@@ -31,8 +31,7 @@ fn attempt(share: &Share, runner: Option<ShareOwner>, attempts: &[(&str, &str)])
             });
         }
     }
-    // SAFETY: geteuid/getegid have no preconditions.
-    let me = runner.unwrap_or_else(|| unsafe { ShareOwner { uid: libc::geteuid(), gid: libc::getegid() } });
+    let me = runner.unwrap_or_else(ShareOwner::effective);
     let serve = guarded_as(&mut c, share, me).unwrap();
     c.stdout(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
@@ -144,8 +143,7 @@ fn the_guest_can_commit_but_not_plant_git_configuration_when_moat_runs_as_a_norm
     } else {
         None
     };
-    // SAFETY: as above.
-    let owner = runner.unwrap_or_else(|| unsafe { ShareOwner { uid: libc::geteuid(), gid: libc::getegid() } });
+    let owner = runner.unwrap_or_else(ShareOwner::effective);
     check(dir.path(), runner, owner);
 }
 
