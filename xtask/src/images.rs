@@ -1,19 +1,20 @@
 //! `cargo xtask images`: builds or locates the guest images through
-//! `moat_sandbox_core::images` and prints where they are.
+//! `moat_images` and prints where they are.
 
 use anyhow::Context;
-use moat_sandbox_core::images::{CacheOutcome, ImageCache, StderrProgress};
+use moat_images::{CacheOutcome, ImageCache, StderrProgress, Template};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Rootfs templates to build.
+    /// Templates to build (the base and each one's layer); `all` for every
+    /// template Moat ships.
     #[arg(long = "template", default_value = "shell")]
     templates: Vec<String>,
     /// Only the kernel.
     #[arg(long, conflicts_with = "rootfs_only")]
     kernel_only: bool,
-    /// Only the rootfs templates.
+    /// Only the templates.
     #[arg(long)]
     rootfs_only: bool,
     /// Also pack an initramfs around this guest agent binary.
@@ -21,9 +22,14 @@ pub struct Args {
     initramfs: Option<PathBuf>,
 }
 
-/// The kernel (CPU-bound) and the rootfs (network- and disk-bound) build in
-/// parallel.
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// The kernel (CPU-bound) and the templates (network- and disk-bound) build
+/// in parallel.
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    if args.templates.iter().any(|t| t == "all") {
+        args.templates = moat_images::builtin_names().into_iter().map(String::from).collect();
+    }
+    let templates =
+        args.templates.iter().map(|t| Template::builtin(t)).collect::<Result<Vec<_>, _>>().context("--template")?;
     let cache = ImageCache::open_default()?;
     eprintln!("==> image cache: {}", cache.root().display());
     let progress = StderrProgress;
@@ -31,9 +37,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let kernel = (!args.rootfs_only).then(|| s.spawn(|| cache.kernel(&progress)));
         let rootfs = (!args.kernel_only).then(|| {
             s.spawn(|| {
-                args.templates
+                templates
                     .iter()
-                    .map(|t| cache.rootfs(t, &progress).with_context(|| format!("rootfs `{t}`")))
+                    .map(|t| cache.template(t, &progress).with_context(|| format!("template `{}`", t.name)))
                     .collect::<anyhow::Result<Vec<_>>>()
             })
         });
@@ -47,9 +53,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("  bzImage  {}", kernel.bz_image.display());
         println!("  config   {}", kernel.config.display());
     }
-    for (image, template) in rootfs.transpose()?.unwrap_or_default().iter().zip(&args.templates) {
-        println!("rootfs {template} ({}):", outcome(image.outcome));
-        println!("  ext4     {}", image.path.display());
+    for (images, template) in rootfs.transpose()?.unwrap_or_default().iter().zip(&args.templates) {
+        println!("template {template}:");
+        println!("  base     {} ({})", images.base.path.display(), outcome(images.base.outcome));
+        for layer in &images.layers {
+            println!("  layer    {} ({})", layer.path.display(), outcome(layer.outcome));
+        }
     }
     if let Some(agent) = &args.initramfs {
         let initramfs = cache.initramfs(agent)?;
@@ -66,7 +75,7 @@ fn outcome(outcome: CacheOutcome) -> &'static str {
     }
 }
 
-/// Builds (or finds) the kernel and the `shell` template, for `setup` and `test`.
+/// Builds (or finds) the kernel and every template, for `setup` and `test`.
 pub fn ensure_all() -> anyhow::Result<()> {
-    run(Args { templates: vec!["shell".into()], kernel_only: false, rootfs_only: false, initramfs: None })
+    run(Args { templates: vec!["all".into()], kernel_only: false, rootfs_only: false, initramfs: None })
 }

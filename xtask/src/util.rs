@@ -37,7 +37,7 @@ pub fn cargo() -> Command {
 
 /// Whether a program is on PATH (or in ~/.cargo/bin, where `cargo install` puts it).
 pub fn have(program: &str) -> bool {
-    moat_sandbox_core::backend::search_path(program).is_some()
+    moat_images::tools::search_path(program).is_some()
 }
 
 /// Whether we run as root.

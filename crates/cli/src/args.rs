@@ -19,6 +19,9 @@ pub enum Command {
     /// `moat run shell .` opens a login shell at the workspace;
     /// `moat run shell . -- make test` runs a command and exits with its code.
     /// `moat run NAME` attaches to an existing sandbox.
+    ///
+    /// On a terminal the agent runs in a session that outlives it: detach with
+    /// Ctrl-P Ctrl-Q (or close the terminal) and come back with `moat attach NAME`.
     Run(RunArgs),
     /// Define a sandbox without starting it.
     Create(CreateArgs),
@@ -36,6 +39,11 @@ pub enum Command {
     },
     /// Run a command in a sandbox (starting it first if needed).
     Exec(ExecArgs),
+    /// Return to the agent session of a sandbox (detach again with Ctrl-P Ctrl-Q).
+    Attach {
+        /// Sandbox name.
+        name: String,
+    },
     /// List sandboxes.
     #[command(alias = "list")]
     Ls {
@@ -195,7 +203,13 @@ pub struct ExecArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Build whatever is missing from the cache and print the paths.
-    Build,
+    Build {
+        /// Templates to build (their base and layer); `shell` when none is named.
+        templates: Vec<String>,
+        /// Every template Moat ships.
+        #[arg(long, conflicts_with = "templates")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,9 +9,35 @@ use moat_sandbox_core::agent::{AgentConn, ExecInput, ExecRequest, ExitStatus, Wi
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::termios::{self, SetArg, Termios};
 
+/// How an attached process ended for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// It exited.
+    Exited(ExitStatus),
+    /// The user pressed the detach keys; it runs on.
+    Detached,
+}
+
+/// Ctrl-P then Ctrl-Q leaves a session (as in Docker).
+const DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
 /// Runs `req` in the guest behind `vsock`, wiring this process's stdio to it.
 /// `forward_stdin` sends our stdin (and its end) to the process.
-pub fn attach(vsock: &Path, mut req: ExecRequest, forward_stdin: bool) -> Result<ExitStatus> {
+pub fn attach(vsock: &Path, req: ExecRequest, forward_stdin: bool) -> Result<ExitStatus> {
+    match attach_detachable(vsock, req, forward_stdin, false)? {
+        Attached::Exited(status) => Ok(status),
+        Attached::Detached => unreachable!("no detach keys without `detachable`"),
+    }
+}
+
+/// [`attach`]; with `detachable` and a terminal, [`DETACH_KEYS`] leave the
+/// process running and return [`Attached::Detached`].
+pub fn attach_detachable(
+    vsock: &Path,
+    mut req: ExecRequest,
+    forward_stdin: bool,
+    detachable: bool,
+) -> Result<Attached> {
     let tty = req.tty.is_some();
     if tty {
         req.tty = Some(terminal_size().unwrap_or(WinSize { rows: 24, cols: 80 }));
@@ -31,9 +57,11 @@ pub fn attach(vsock: &Path, mut req: ExecRequest, forward_stdin: bool) -> Result
 
     let sig_input = input.clone();
     std::thread::spawn(move || forward_signals(forwarded, sig_input, tty));
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if req.stdin {
         let stdin_input = input.clone();
-        std::thread::spawn(move || pump_stdin(stdin_input, tty));
+        let detach = (detachable && tty).then(|| std::sync::Arc::clone(&detached));
+        std::thread::spawn(move || pump_stdin(stdin_input, tty, detach));
     }
 
     let mut out = std::io::stdout().lock();
@@ -45,18 +73,33 @@ pub fn attach(vsock: &Path, mut req: ExecRequest, forward_stdin: bool) -> Result
         |b| {
             let _ = err.write_all(b);
         },
-    )?;
-    Ok(status)
+    );
+    if detached.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Attached::Detached);
+    }
+    Ok(Attached::Exited(status?))
 }
 
-fn pump_stdin(input: ExecInput, tty: bool) {
+fn pump_stdin(input: ExecInput, tty: bool, detach: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) {
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 32 * 1024];
+    let mut keys = DetachKeys::default();
     loop {
         match stdin.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if input.stdin(&buf[..n]).is_err() {
+                let (send, leave) = match &detach {
+                    Some(_) => keys.feed(&buf[..n]),
+                    None => (buf[..n].to_vec(), false),
+                };
+                if !send.is_empty() && input.stdin(&send).is_err() {
+                    return;
+                }
+                if leave {
+                    if let Some(flag) = &detach {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    input.hang_up();
                     return;
                 }
             }
@@ -83,6 +126,35 @@ fn forward_signals(set: SigSet, input: ExecInput, tty: bool) {
         if r.is_err() {
             return;
         }
+    }
+}
+
+/// Finds [`DETACH_KEYS`] in the keyboard input. A Ctrl-P is held back until
+/// the next byte shows whether it starts the sequence; otherwise it is sent.
+#[derive(Debug, Default)]
+struct DetachKeys {
+    held: bool,
+}
+
+impl DetachKeys {
+    /// The bytes to send, and whether the user asked to detach.
+    fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut send = Vec::with_capacity(input.len() + 1);
+        for &b in input {
+            if self.held {
+                self.held = false;
+                if b == DETACH_KEYS[1] {
+                    return (send, true);
+                }
+                send.push(DETACH_KEYS[0]);
+            }
+            if b == DETACH_KEYS[0] {
+                self.held = true;
+            } else {
+                send.push(b);
+            }
+        }
+        (send, false)
     }
 }
 
@@ -143,4 +215,24 @@ pub fn parse_env(args: &[String]) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctrl_p_ctrl_q_detaches_and_everything_else_passes_through() {
+        let mut k = DetachKeys::default();
+        assert_eq!(k.feed(b"ls\r"), (b"ls\r".to_vec(), false));
+        assert_eq!(k.feed(b"a\x10\x11b"), (b"a".to_vec(), true));
+        let mut k = DetachKeys::default();
+        // Ctrl-P alone (shell history) still arrives, one read later if need be.
+        assert_eq!(k.feed(b"\x10"), (vec![], false));
+        assert_eq!(k.feed(b"x"), (b"\x10x".to_vec(), false));
+        assert_eq!(k.feed(b"\x10\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(k.feed(b"\x11"), (vec![], true));
+        let mut k = DetachKeys::default();
+        assert_eq!(k.feed(b"\x11\x10"), (b"\x11".to_vec(), false));
+    }
 }

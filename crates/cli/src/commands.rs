@@ -4,16 +4,17 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use moat_sandbox_core::agent::ExecRequest;
+use moat_sandbox_core::agent::{ExecRequest, WinSize};
 use moat_sandbox_core::daemon::{self, ClientError, DaemonClient, DaemonCommand};
-use moat_sandbox_core::images::CachedImages;
+use moat_sandbox_core::images::{CachedImages, Template};
 use moat_sandbox_core::manager::{Manager, SandboxInfo, SupervisorCommand};
 use moat_sandbox_core::paths::Home;
+use moat_sandbox_core::session;
 use moat_sandbox_core::spec::{self, CreateRequest};
 use moat_sandbox_core::supervisor::{self, Phase};
 
 use crate::args::{Command, CreateArgs, DaemonCommand as DaemonCmd, ExecArgs, ImageCommand, RunArgs, SandboxOpts};
-use crate::attach::{attach, is_interactive, parse_env};
+use crate::attach::{attach, attach_detachable, is_interactive, parse_env, terminal_size, Attached};
 
 pub fn dispatch(cmd: Command) -> Result<i32> {
     let home = Home::from_env();
@@ -28,11 +29,23 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Image { command: ImageCommand::Build } => {
-            let images = CachedImages::from_env()?.ensure("shell")?;
-            println!("kernel     {}", images.kernel.display());
-            println!("rootfs     {}", images.rootfs.display());
-            println!("initramfs  {}", images.initramfs.display());
+        Command::Image { command: ImageCommand::Build { mut templates, all } } => {
+            if all {
+                templates = moat_sandbox_core::images::builtin_names().into_iter().map(String::from).collect();
+            } else if templates.is_empty() {
+                templates.push("shell".into());
+            }
+            let provider = CachedImages::from_env()?;
+            for template in &templates {
+                let images = provider.ensure(template)?;
+                println!("template {template}:");
+                println!("  kernel     {}", images.kernel.display());
+                println!("  base       {}", images.rootfs.display());
+                for layer in &images.layers {
+                    println!("  layer      {}", layer.display());
+                }
+                println!("  initramfs  {}", images.initramfs.display());
+            }
             Ok(0)
         }
         Command::Ls { json, quiet } => {
@@ -45,6 +58,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Stop { names } => each(&names, |n| client(&home)?.stop(n).map(drop).map_err(Into::into)),
         Command::Rm { force, all, names } => rm(&home, force, all, names),
         Command::Exec(a) => exec(&home, a),
+        Command::Attach { name } => attach_cmd(&home, &name),
         Command::Run(a) => run(&home, a),
         Command::Secret { command } => crate::secret::run(&home, command),
         Command::Policy { command } => crate::policy::run(&home, command),
@@ -213,6 +227,7 @@ fn exec(home: &Home, a: ExecArgs) -> Result<i32> {
 fn run(home: &Home, a: RunArgs) -> Result<i32> {
     let c = client(home)?;
     let cwd = std::env::current_dir()?;
+    let interactive = is_interactive();
     // `moat run NAME` attaches to an existing sandbox.
     let existing =
         if a.paths.is_empty() && !spec::AGENTS.contains(&a.agent.as_str()) { Some(a.agent.clone()) } else { None };
@@ -234,6 +249,8 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
                 }
                 Ok(_) => spec.name,
                 Err(ClientError::Api(e)) if e.error.code == "not_found" => {
+                    // Refuse before anything is created or built.
+                    Template::builtin(&spec.agent)?.launch_argv(&a.args, interactive)?;
                     crate::policy::ensure_preset_chosen(home)?;
                     ensure_images(&spec.agent)?;
                     c.create(&req, &cwd)?.spec.name
@@ -246,27 +263,45 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     for note in backend_note(&info).into_iter().chain(repository_note(&info)) {
         eprintln!("moat: {note}");
     }
-    let interactive = is_interactive();
-    let argv = agent_argv(&info.spec.agent, &a.args);
-    let req = ExecRequest {
-        argv,
-        env: sandbox_env(home, &info)?,
-        cwd: Some(info.spec.workspace.to_string_lossy().into_owned()),
-        user: None,
-        tty: interactive.then_some(moat_sandbox_core::agent::WinSize { rows: 24, cols: 80 }),
-        stdin: true,
-    };
-    let status = attach(&info.vsock_socket, req, true)?;
-    Ok(status.shell_code())
+    let argv = Template::builtin(&info.spec.agent)?.launch_argv(&a.args, interactive)?;
+    let env = sandbox_env(home, &info)?;
+    let cwd = info.spec.workspace.to_string_lossy().into_owned();
+    if !interactive {
+        let req = ExecRequest { argv, env, cwd: Some(cwd), user: None, tty: None, stdin: true };
+        return Ok(attach(&info.vsock_socket, req, true)?.shell_code());
+    }
+    // On a terminal: in the session that outlives this process.
+    if session::is_running(&info.vsock_socket)? && !a.args.is_empty() {
+        eprintln!("moat: {name} already runs its agent; attaching to it (the arguments are not used)");
+    }
+    let size = terminal_size().unwrap_or(WinSize { rows: 24, cols: 80 });
+    let req = session::start(&argv, &env, &cwd, size);
+    attach_session(&info, req)
 }
 
-/// What `run` starts for an agent: a login shell (or the given command) for `shell`,
-/// the agent's own CLI with the arguments otherwise.
-fn agent_argv(agent: &str, args: &[String]) -> Vec<String> {
-    match (agent, args.is_empty()) {
-        ("shell", true) => vec!["bash".into(), "-l".into()],
-        ("shell", false) => args.to_vec(),
-        (other, _) => std::iter::once(other.to_string()).chain(args.iter().cloned()).collect(),
+/// `moat attach NAME`: back into the running agent session.
+fn attach_cmd(home: &Home, name: &str) -> Result<i32> {
+    let c = client(home)?;
+    let info = c.get(name)?;
+    if info.status.phase != Phase::Running || !session::is_running(&info.vsock_socket)? {
+        bail!("{name} runs no agent session; start one with `moat run {name}`");
+    }
+    if !is_interactive() {
+        bail!("attaching needs a terminal");
+    }
+    attach_session(&info, session::attach(terminal_size().unwrap_or(WinSize { rows: 24, cols: 80 })))
+}
+
+fn attach_session(info: &SandboxInfo, req: ExecRequest) -> Result<i32> {
+    match attach_detachable(&info.vsock_socket, req, true, true)? {
+        Attached::Detached => {
+            let name = &info.spec.name;
+            eprintln!("\r\nmoat: detached; {name} runs on (`moat attach {name}` returns to it)");
+            Ok(0)
+        }
+        Attached::Exited(status) => {
+            Ok(session::take_exit_code(&info.vsock_socket).ok().flatten().unwrap_or(status.shell_code()))
+        }
     }
 }
 
@@ -449,7 +484,12 @@ impl Output {
 }
 
 /// The environment every process of a sandbox starts with: placeholders for its credentials.
+/// The environment of every process the user starts in the sandbox: the
+/// template's, then the credential placeholders.
 fn sandbox_env(home: &Home, info: &SandboxInfo) -> Result<Vec<(String, String)>> {
+    let template = Template::builtin(&info.spec.agent)?;
+    let mut env: Vec<(String, String)> = template.spec.env.into_iter().collect();
     let vault = moat_sandbox_core::credentials::open_vault(home)?;
-    Ok(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?)
+    env.extend(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?);
+    Ok(env)
 }

@@ -5,6 +5,8 @@
 //! ```text
 //! moat.name=NAME  moat.root=/dev/vda  moat.state=/dev/vdb
 //! moat.mount=TAG,HEXPATH,rw|ro   (repeatable; HEXPATH = lowercase hex of the path's bytes)
+//! moat.layer=DEV[,HEXDIR]         (repeatable, lowest first: read-only layers over the root;
+//!                                  HEXDIR = the layer's folder on DEV, its root when absent)
 //! ```
 
 use std::ffi::OsString;
@@ -20,8 +22,19 @@ pub struct BootConfig {
     pub root: Option<String>,
     /// Read-write state device; a tmpfs upper layer when absent.
     pub state: Option<String>,
+    /// Read-only layers over the root device, lowest first.
+    pub layers: Vec<Layer>,
     /// virtiofs shares to mount.
     pub mounts: Vec<ShareMount>,
+}
+
+/// One `moat.layer=` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Block device (`/dev/vdc`).
+    pub device: String,
+    /// The folder of the device's file system that is the layer (its root when `None`).
+    pub dir: Option<PathBuf>,
 }
 
 /// One `moat.mount=` entry.
@@ -44,13 +57,22 @@ impl BootConfig {
                 out.push(format!("{key}={v}"));
             }
         }
+        for l in &self.layers {
+            match &l.dir {
+                Some(dir) => out.push(format!("moat.layer={},{}", l.device, encode_hex(dir))),
+                None => out.push(format!("moat.layer={}", l.device)),
+            }
+        }
         for m in &self.mounts {
-            let hex: String = m.path.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect();
             let mode = if m.read_only { "ro" } else { "rw" };
-            out.push(format!("moat.mount={},{hex},{mode}", m.tag));
+            out.push(format!("moat.mount={},{},{mode}", m.tag, encode_hex(&m.path)));
         }
         out.join(" ")
     }
+}
+
+fn encode_hex(path: &std::path::Path) -> String {
+    path.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A `moat.*` parameter that could not be understood.
@@ -75,6 +97,10 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
             "moat.name" => errors.push(bad("not a sandbox name (see moat_proto::name)")),
             "moat.root" => cfg.root = Some(value.to_string()),
             "moat.state" => cfg.state = Some(value.to_string()),
+            "moat.layer" => match parse_layer(value) {
+                Ok(l) => cfg.layers.push(l),
+                Err(reason) => errors.push(bad(reason)),
+            },
             "moat.mount" => match parse_mount(value) {
                 Ok(m) => cfg.mounts.push(m),
                 Err(reason) => errors.push(bad(reason)),
@@ -83,6 +109,26 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
         }
     }
     (cfg, errors)
+}
+
+fn parse_layer(value: &str) -> Result<Layer, &'static str> {
+    let (device, dir) = match value.split_once(',') {
+        Some((device, hex)) => (device, Some(decode_path(hex)?)),
+        None => (value, None),
+    };
+    if !device.starts_with("/dev/") || device.contains("..") {
+        return Err("expected /dev/DEVICE[,HEXDIR]");
+    }
+    Ok(Layer { device: device.to_string(), dir })
+}
+
+fn decode_path(hex: &str) -> Result<PathBuf, &'static str> {
+    let bytes = decode_hex(hex).ok_or("HEXPATH is not lowercase hex")?;
+    let path = PathBuf::from(OsString::from_vec(bytes));
+    if !path.is_absolute() || bytes_contain_nul(&path) {
+        return Err("the path must be absolute");
+    }
+    Ok(path)
 }
 
 fn parse_mount(value: &str) -> Result<ShareMount, &'static str> {
@@ -98,12 +144,7 @@ fn parse_mount(value: &str) -> Result<ShareMount, &'static str> {
     if tag.is_empty() {
         return Err("empty virtiofs tag");
     }
-    let bytes = decode_hex(hex).ok_or("HEXPATH is not lowercase hex")?;
-    let path = PathBuf::from(OsString::from_vec(bytes));
-    if !path.is_absolute() || bytes_contain_nul(&path) {
-        return Err("the path must be absolute");
-    }
-    Ok(ShareMount { tag: tag.to_string(), path, read_only })
+    Ok(ShareMount { tag: tag.to_string(), path: decode_path(hex)?, read_only })
 }
 
 fn bytes_contain_nul(path: &std::path::Path) -> bool {
@@ -157,12 +198,15 @@ mod tests {
     #[test]
     fn bad_entries_are_reported_not_fatal() {
         let line = format!(
-            "moat.mount=t,{},rx moat.mount=t,ZZ,ro moat.mount=t,{},ro moat.mount=t moat.name=a/b moat.root=/dev/vda",
+            "moat.mount=t,{},rx moat.mount=t,ZZ,ro moat.mount=t,{},ro moat.mount=t moat.name=a/b moat.root=/dev/vda \
+             moat.layer=vdc moat.layer=/dev/vdc,{} moat.layer=/dev/../etc",
             hex("/x"),
-            hex("relative")
+            hex("relative"),
+            hex("up")
         );
         let (cfg, errors) = parse(&line);
-        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert_eq!(errors.len(), 8, "{errors:?}");
+        assert!(cfg.layers.is_empty());
         assert!(cfg.mounts.is_empty());
         assert_eq!(cfg.name, None);
         assert_eq!(cfg.root.as_deref(), Some("/dev/vda"));
@@ -174,6 +218,10 @@ mod tests {
             name: Some("shell-my-project".into()),
             root: Some("/dev/vda".into()),
             state: Some("/dev/vdb".into()),
+            layers: vec![
+                Layer { device: "/dev/vdc".into(), dir: None },
+                Layer { device: "/dev/vdd".into(), dir: Some("/upper".into()) },
+            ],
             mounts: vec![
                 ShareMount { tag: "ws0".into(), path: "/a b/é,x".into(), read_only: false },
                 ShareMount { tag: "ws1".into(), path: "/srv/docs".into(), read_only: true },

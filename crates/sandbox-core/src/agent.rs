@@ -198,6 +198,13 @@ impl ExecInput {
     pub fn signal(&self, signo: i32) -> Result<(), AgentError> {
         self.send(&Frame::Signal(signo))
     }
+
+    /// Leaves the process: closes the connection, so [`ExecSession::wait`]
+    /// returns and the guest ends the process group as for a lost client.
+    pub fn hang_up(&self) {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = w.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// Stdin frame payload size: several frames fit in the window.

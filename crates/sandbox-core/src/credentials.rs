@@ -78,7 +78,7 @@ mod tests {
         let a = placeholder_env(&vault, "a").unwrap();
         let b = placeholder_env(&vault, "b").unwrap();
         assert!(a.iter().all(|(_, v)| !v.contains(&real)));
-        assert!(a.iter().any(|(k, v)| k == "GH_TOKEN" && v.starts_with("gh")), "{a:?}");
+        assert!(a.iter().any(|(k, v)| k == "GH_TOKEN" && v.starts_with("github_pat_")), "{a:?}");
         assert!(!a.iter().any(|(k, _)| k == "ANTHROPIC_API_KEY"), "b's credential is not a's");
         assert!(b.iter().any(|(k, v)| k == "ANTHROPIC_API_KEY" && v.starts_with("sk-ant-")), "{b:?}");
         let gh = |env: &[(String, String)]| env.iter().find(|(k, _)| k == "GH_TOKEN").unwrap().1.clone();

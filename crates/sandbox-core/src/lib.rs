@@ -28,6 +28,7 @@ pub mod images;
 pub mod manager;
 pub mod owner;
 pub mod paths;
+pub mod session;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

@@ -103,8 +103,10 @@ impl SupervisorCommand {
 pub struct GuestImages {
     /// Guest kernel (`vmlinux`).
     pub kernel: PathBuf,
-    /// Read-only root filesystem image (ext4).
+    /// Read-only root filesystem image (ext4): the template's base.
     pub rootfs: PathBuf,
+    /// Read-only layers above it (ext4), lowest first.
+    pub layers: Vec<PathBuf>,
     /// Initramfs with the guest agent as `/init`.
     pub initramfs: PathBuf,
 }
@@ -291,10 +293,14 @@ impl Manager {
             kernel: images.kernel,
             initramfs: images.initramfs,
             root_disk: images.rootfs,
+            layers: images.layers,
             state_disk,
             shares,
             run_dir: run.path().to_path_buf(),
             egress: Some(crate::egress::EgressPaths::for_home(&self.home)),
+            agent_hosts: moat_images::Template::builtin(&record.spec.agent)
+                .map(|t| t.spec.network.allow)
+                .unwrap_or_default(),
         };
         if backend::kernel_cmdline(&vm).len() > backend::MAX_CMDLINE {
             return Err(ManagerError::StartFailed {

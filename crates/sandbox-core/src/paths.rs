@@ -94,10 +94,7 @@ impl Home {
     }
 }
 
-/// The user's home folder (`$HOME`, else `/root`).
-pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
-}
+pub use moat_images::tools::home_dir;
 
 #[cfg(test)]
 mod tests {

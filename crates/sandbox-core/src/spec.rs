@@ -12,6 +12,21 @@ use crate::owner::{OwnerError, ShareOwner};
 /// Agents Moat knows how to start. `shell` is a login shell at the workspace.
 pub const AGENTS: &[&str] = &["shell", "claude", "codex", "copilot", "gemini", "opencode"];
 
+#[cfg(test)]
+#[test]
+fn every_agent_is_a_template_moat_ships_with_valid_hosts_and_services() {
+    assert_eq!(AGENTS, moat_images::builtin_names());
+    for agent in AGENTS {
+        let t = moat_images::Template::builtin(agent).unwrap();
+        for host in &t.spec.network.allow {
+            assert!(host.parse::<moat_netproxy::policy::Resource>().is_ok(), "{agent}: {host}");
+        }
+        for service in &t.spec.credentials.services {
+            assert!(moat_secrets::catalog::service(service).is_some(), "{agent}: {service}");
+        }
+    }
+}
+
 /// The request to make a sandbox, before defaults are filled in.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateRequest {

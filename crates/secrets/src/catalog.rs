@@ -97,7 +97,8 @@ pub static SERVICES: &[Service] = &[
         id: "openai",
         hosts: &["api.openai.com"],
         headers: &[h("Authorization", "Bearer {}")],
-        env_vars: &["OPENAI_API_KEY"],
+        // `codex exec` authenticates with CODEX_API_KEY only.
+        env_vars: &["OPENAI_API_KEY", "CODEX_API_KEY"],
         formats: &[
             TokenFormat::range("sk-proj-", Base64Url, 156, 40, 200),
             TokenFormat::range("sk-svcacct-", Base64Url, 156, 40, 200),
@@ -115,7 +116,10 @@ pub static SERVICES: &[Service] = &[
         ],
         headers: &[h("Authorization", "token {}")],
         env_vars: &["GH_TOKEN", "GITHUB_TOKEN", "COPILOT_GITHUB_TOKEN"],
+        // Placeholders look like fine-grained tokens: Copilot CLI refuses a
+        // classic `ghp_` one before sending anything.
         formats: &[
+            TokenFormat::exact("github_pat_", Alnum, 82),
             TokenFormat::exact("gho_", Alnum, 36),
             TokenFormat::exact("ghp_", Alnum, 36),
             TokenFormat::exact("ghu_", Alnum, 36),

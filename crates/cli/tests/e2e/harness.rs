@@ -22,7 +22,7 @@ fn missing_requirement() -> Option<String> {
             }
             // Images must already be in the cache (`cargo xtask test` makes sure); building
             // a kernel inside a test would take minutes.
-            let out = Command::new(moat_bin()).args(["image", "build"]).stdin(Stdio::null()).output().ok()?;
+            let out = Command::new(moat_bin()).args(["image", "build", "--all"]).stdin(Stdio::null()).output().ok()?;
             if !out.status.success() {
                 return Some(format!("guest images unavailable: {}", String::from_utf8_lossy(&out.stderr)));
             }

@@ -79,7 +79,7 @@ fn boot_root(config: &BootConfig) -> Result<Option<OwnedFd>, MountError> {
         log!("no moat.root= on the kernel command line; staying in the initramfs");
         return Ok(None);
     };
-    let state = mounts::mount_overlay_root(root, config.state.as_deref())?;
+    let state = mounts::mount_overlay_root(root, &config.layers, config.state.as_deref())?;
     mounts::switch_root()?;
     Ok(Some(state))
 }

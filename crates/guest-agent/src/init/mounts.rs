@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
 use crate::log::log;
-use moat_proto::boot::ShareMount;
+use moat_proto::boot::{Layer, ShareMount};
 
 /// A failed boot step.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +64,26 @@ pub fn mount_early() -> Result<(), MountError> {
     Ok(())
 }
 
-/// Builds the overlay root at `/newroot`: `root` read-only below, `state` (or a
-/// tmpfs) above. Returns an `O_PATH` handle on the upper filesystem, for the
-/// final remount read-only at power-off.
-pub fn mount_overlay_root(root: &str, state: Option<&str>) -> Result<OwnedFd, MountError> {
+/// Builds the overlay root at `/newroot`: `root` read-only at the bottom, the
+/// template's `layers` read-only over it, `state` (or a tmpfs) above. Returns
+/// an `O_PATH` handle on the upper filesystem, for the final remount
+/// read-only at power-off.
+pub fn mount_overlay_root(root: &str, layers: &[Layer], state: Option<&str>) -> Result<OwnedFd, MountError> {
     wait_for_device(root);
     mount_fs(root, "/lower", "ext4", MsFlags::MS_RDONLY, None)?;
+    // overlayfs lists lower folders top first.
+    let mut lowerdirs = vec!["/lower".to_string()];
+    for (i, layer) in layers.iter().enumerate() {
+        let at = format!("/layers/{i}");
+        wait_for_device(&layer.device);
+        // noload: a layer is never written, and a journal is never replayed on it.
+        mount_fs(&layer.device, &at, "ext4", MsFlags::MS_RDONLY, Some("noload"))?;
+        let dir = match &layer.dir {
+            Some(d) => format!("{at}{}", d.display()),
+            None => at,
+        };
+        lowerdirs.insert(0, dir);
+    }
     match state {
         Some(dev) => {
             wait_for_device(dev);
@@ -92,7 +106,7 @@ pub fn mount_overlay_root(root: &str, state: Option<&str>) -> Result<OwnedFd, Mo
         "/newroot",
         "overlay",
         MsFlags::empty(),
-        Some("lowerdir=/lower,upperdir=/state/upper,workdir=/state/work"),
+        Some(&format!("lowerdir={},upperdir=/state/upper,workdir=/state/work", lowerdirs.join(":"))),
     )?;
     if let Err(e) = docker_data_root() {
         log!("{}", super::chain(&e));

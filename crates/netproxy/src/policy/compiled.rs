@@ -38,9 +38,21 @@ pub struct CompiledPolicy {
 impl CompiledPolicy {
     /// Indexes `preset`'s rules and the user's `rules`.
     pub fn compile(preset: Preset, rules: &[Rule]) -> CompiledPolicy {
+        Self::compile_extended(preset, &[], rules)
+    }
+
+    /// Like [`compile`](Self::compile), with allow rules that extend the
+    /// `balanced` preset (the hosts a sandbox's agent needs, category
+    /// `agent`). Under the other presets they add nothing and are left out:
+    /// `allow-all` has them, and `deny-all` means only the user's rules.
+    pub fn compile_extended(preset: Preset, extension: &[Rule], rules: &[Rule]) -> CompiledPolicy {
+        let extension = if preset == Preset::Balanced { extension } else { &[] };
+        let extension =
+            extension.iter().filter(|r| r.action == super::rule::Action::Allow).map(|r| (r.clone(), "agent"));
         let preset_rules = preset
             .rules()
             .into_iter()
+            .chain(extension)
             .map(|(rule, category)| RuleEntry { rule, origin: Origin::Preset { preset, category } });
         let user_rules = rules.iter().map(|rule| RuleEntry { rule: rule.clone(), origin: Origin::User });
         let mut policy =

@@ -17,12 +17,20 @@ use super::rule::Rule;
 #[derive(Debug)]
 pub struct Policy {
     current: RwLock<Arc<CompiledPolicy>>,
+    extension: Vec<Rule>,
 }
 
 impl Policy {
     /// A policy built from a preset and user rules.
     pub fn new(preset: Preset, rules: &[Rule]) -> Policy {
-        Policy { current: RwLock::new(Arc::new(CompiledPolicy::compile(preset, rules))) }
+        Self::extended(preset, Vec::new(), rules)
+    }
+
+    /// A policy whose `balanced` preset is extended by `extension` (see
+    /// [`CompiledPolicy::compile_extended`]); kept across [`update`](Self::update)s.
+    pub fn extended(preset: Preset, extension: Vec<Rule>, rules: &[Rule]) -> Policy {
+        let current = RwLock::new(Arc::new(CompiledPolicy::compile_extended(preset, &extension, rules)));
+        Policy { current, extension }
     }
 
     /// The policy in force right now.
@@ -33,7 +41,7 @@ impl Policy {
 
     /// Replaces the preset and rules; later decisions see the new policy.
     pub fn update(&self, preset: Preset, rules: &[Rule]) {
-        let next = Arc::new(CompiledPolicy::compile(preset, rules));
+        let next = Arc::new(CompiledPolicy::compile_extended(preset, &self.extension, rules));
         let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), next);
         drop(old); // Freed outside the lock unless a reader still holds it.
     }

@@ -44,6 +44,10 @@ pub struct VmConfig {
     pub root_disk: PathBuf,
     /// The sandbox's own writable disk (ext4), second virtio-blk device.
     pub state_disk: PathBuf,
+    /// Read-only template layers over the root disk, lowest first; the
+    /// virtio-blk devices after the state disk.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
     /// Folders shared through virtio-fs, workspace first.
     pub shares: Vec<Share>,
     /// Folder for sockets, status and logs of this run.
@@ -52,6 +56,10 @@ pub struct VmConfig {
     /// no egress service, so the guest has no way out at all.
     #[serde(default)]
     pub egress: Option<crate::egress::EgressPaths>,
+    /// Hosts the sandbox's agent needs, allowed for it on top of the
+    /// `balanced` preset (its template's `[network] allow`).
+    #[serde(default)]
+    pub agent_hosts: Vec<String>,
 }
 
 /// One virtio-fs share.
@@ -203,6 +211,7 @@ pub fn kernel_cmdline(vm: &VmConfig) -> String {
         name: Some(vm.name.clone()),
         root: Some("/dev/vda".into()),
         state: Some("/dev/vdb".into()),
+        layers: (0..vm.layers.len()).map(|i| moat_proto::boot::Layer { device: layer_device(i), dir: None }).collect(),
         mounts: vm
             .shares
             .iter()
@@ -210,6 +219,12 @@ pub fn kernel_cmdline(vm: &VmConfig) -> String {
             .collect(),
     };
     format!("console=ttyS0 reboot=t panic=-1 quiet loglevel=3 {}", boot.encode())
+}
+
+/// The guest's name of the `i`-th layer disk: the disks after root and state.
+fn layer_device(i: usize) -> String {
+    let letter = char::from(b'c' + u8::try_from(i).unwrap_or(u8::MAX).min(b'z' - b'c'));
+    format!("/dev/vd{letter}")
 }
 
 /// Longest command line the x86 kernel accepts (COMMAND_LINE_SIZE − NUL), minus
@@ -268,6 +283,7 @@ mod tests {
             initramfs: "i".into(),
             root_disk: "r".into(),
             state_disk: "s".into(),
+            layers: vec![],
             shares: vec![Share {
                 tag: "ws0".into(),
                 path: "/a b/é".into(),
@@ -275,6 +291,7 @@ mod tests {
                 owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
             }],
             egress: None,
+            agent_hosts: vec![],
             run_dir: "/run".into(),
         };
         let c = kernel_cmdline(&vm);

@@ -48,11 +48,16 @@ impl Hypervisor for Qemu {
         c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
         c.arg("-kernel").arg(&vm.kernel).arg("-initrd").arg(&vm.initramfs);
         c.args(["-append", &kernel_cmdline(vm)]);
-        // Device order decides guest names: the root disk must be /dev/vda, the state disk /dev/vdb.
+        // Device order decides guest names: the root disk must be /dev/vda, the state disk /dev/vdb,
+        // the layers /dev/vdc onwards.
         c.arg("-drive").arg(drive("root", &vm.root_disk, true));
         c.args(["-device", "virtio-blk-device,drive=root"]);
         c.arg("-drive").arg(drive("state", &vm.state_disk, false));
         c.args(["-device", "virtio-blk-device,drive=state"]);
+        for (i, layer) in vm.layers.iter().enumerate() {
+            c.arg("-drive").arg(drive(&format!("layer{i}"), layer, true));
+            c.args(["-device", &format!("virtio-blk-device,drive=layer{i}")]);
+        }
         c.arg("-chardev").arg(socket_chardev("vsock", &sockets.vsock));
         c.args(["-device", "vhost-user-vsock-device,chardev=vsock"]);
         for (i, (share, sock)) in vm.shares.iter().zip(&sockets.fs).enumerate() {

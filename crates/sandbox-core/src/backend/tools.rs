@@ -74,17 +74,7 @@ pub fn find_tool(tool: Tool) -> Result<PathBuf, BackendError> {
     found.ok_or(BackendError::MissingTool { tool: tool.binary(), hint: tool.hint() })
 }
 
-/// Finds an executable `program` on `$PATH`, then in `~/.cargo/bin` (where `cargo
-/// install` puts virtiofsd and the vsock backend) and the sbin/bin folders a
-/// non-login root shell may lack. Only absolute folders count: an empty or
-/// relative `PATH` entry (the working folder, perhaps a workspace) is ignored.
-pub fn search_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = [crate::paths::home_dir().join(".cargo/bin")]
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-    crate::host::resolve_program(program, std::env::split_paths(&path).chain(extra))
-}
+pub use moat_images::tools::search_path;
 
 #[cfg(test)]
 mod tests {

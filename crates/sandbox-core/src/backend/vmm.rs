@@ -61,6 +61,9 @@ impl Hypervisor for Vmm {
         // Device order decides guest names: the root disk must be /dev/vda, the state disk /dev/vdb.
         c.arg("--disk").arg(with_option(&vm.root_disk, "ro"));
         c.arg("--disk").arg(with_option(&vm.state_disk, "rw"));
+        for layer in &vm.layers {
+            c.arg("--disk").arg(with_option(layer, "ro"));
+        }
         for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
             c.arg("--fs").arg(with_option(sock, &share.tag));
         }
@@ -129,9 +132,11 @@ mod tests {
             initramfs: "/cache/initramfs/initramfs.cpio".into(),
             root_disk: "/cache/rootfs/root,fs.ext4".into(),
             state_disk: "/home/sandboxes/ab/state.ext4".into(),
+            layers: vec!["/cache/layer/claude/layer.ext4".into()],
             shares: vec![share("ws0", "/src/app", false), share("ws1", "/data", true)],
             run_dir: "/home/sandboxes/ab/run".into(),
             egress: None,
+            agent_hosts: vec![],
         }
     }
 
@@ -153,6 +158,7 @@ mod tests {
         assert_eq!(c.get_program(), "/opt/moat-vmm");
         let cmdline = kernel_cmdline(&vm);
         assert!(cmdline.contains("reboot=t") && cmdline.contains(" moat.mount=ws1,2f64617461,ro"), "{cmdline}");
+        assert!(cmdline.contains(" moat.state=/dev/vdb moat.layer=/dev/vdc "), "{cmdline}");
         let want = [
             "--kernel",
             "/cache/kernel/vmlinux",
@@ -170,6 +176,8 @@ mod tests {
             "/cache/rootfs/root,fs.ext4,ro",
             "--disk",
             "/home/sandboxes/ab/state.ext4,rw",
+            "--disk",
+            "/cache/layer/claude/layer.ext4,ro",
             "--fs",
             "/home/sandboxes/ab/run/fs0.sock,ws0",
             "--fs",
@@ -207,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_vm_without_shares_still_gets_its_disks_and_vsock() {
-        let vm = VmConfig { shares: Vec::new(), ..vm() };
+        let vm = VmConfig { shares: Vec::new(), layers: Vec::new(), ..vm() };
         let c = Vmm::at("moat-vmm").command(&vm, &DeviceSockets { fs: Vec::new(), ..sockets() }).unwrap();
         let a = args(&c);
         assert!(!a.contains(&"--fs".to_string()), "{a:?}");

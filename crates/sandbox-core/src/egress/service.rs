@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use moat_netproxy::dns::{FakeIps, Responder};
 use moat_netproxy::log::{ConnectionSink, SqliteLog};
-use moat_netproxy::policy::Policy;
+use moat_netproxy::policy::{Action, Policy, Rule, Scope};
 use moat_netproxy::proxy::{CertificateAuthority, Proxy, ProxyConfig, StaticResolver};
 use moat_proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,9 @@ pub enum EgressError {
     /// A socket or the runtime could not be created.
     #[error("cannot listen on {}", .0.display())]
     Listen(PathBuf, #[source] std::io::Error),
+    /// A host the sandbox's template allows is not a network resource.
+    #[error("the template allows {0:?}, which is not a host pattern")]
+    AgentHost(String, #[source] moat_netproxy::policy::ResourceError),
 }
 
 /// A running egress service; dropping it stops everything.
@@ -121,11 +124,24 @@ struct Shared {
 }
 
 /// Starts the egress service for `sandbox`, listening beside `vsock_uds`.
-pub fn start(sandbox: &str, paths: &EgressPaths, vsock_uds: &Path) -> Result<EgressService, EgressError> {
+/// `agent_hosts` (its template's) extend the `balanced` preset for it.
+pub fn start(
+    sandbox: &str,
+    agent_hosts: &[String],
+    paths: &EgressPaths,
+    vsock_uds: &Path,
+) -> Result<EgressService, EgressError> {
     let mut store = PolicyStore::open(&paths.policy_db)?;
     let (preset, rules) = store.load()?;
     store.changed()?;
-    let policy = Arc::new(Policy::new(preset, &rules));
+    let extension = agent_hosts
+        .iter()
+        .map(|h| {
+            let resource = h.parse().map_err(|e| EgressError::AgentHost(h.clone(), e))?;
+            Ok(Rule::new(Action::Allow, Scope::Sandbox(sandbox.to_string()), resource))
+        })
+        .collect::<Result<Vec<_>, EgressError>>()?;
+    let policy = Arc::new(Policy::extended(preset, extension, &rules));
     let sink: Arc<dyn ConnectionSink> = Arc::new(SqliteLog::open(&paths.connection_log, LOG_ROWS)?);
     let fake = Arc::new(FakeIps::new(FAKE_NAMES));
     let ca = Arc::new(CertificateAuthority::load_or_create(&paths.ca_dir)?);

@@ -10,7 +10,7 @@
 //! that bare-name spawns in any crate (`git`, `sh`) follow the same rule.
 
 use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `path` (a `PATH` value) without its empty and relative entries.
 pub fn sanitized_path(path: &OsStr) -> OsString {
@@ -18,15 +18,7 @@ pub fn sanitized_path(path: &OsStr) -> OsString {
     std::env::join_paths(kept).unwrap_or_default()
 }
 
-/// The first executable `program` in `dirs`, skipping every relative folder.
-pub fn resolve_program(program: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
-    dirs.into_iter().filter(|d| d.is_absolute()).map(|d| d.join(program)).find(|p| is_executable(p))
-}
-
-pub(crate) fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
+pub use moat_images::tools::resolve_program;
 
 /// What a long-lived host process (the daemon, a supervisor) does first: work in
 /// `/` and drop relative `PATH` entries. Call it while the process has one thread
@@ -87,24 +79,11 @@ pub fn raise_nofile(need: u64) -> std::io::Result<NofileOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn relative_and_empty_path_entries_are_dropped() {
         assert_eq!(sanitized_path(OsStr::new(".:relative::/abs:bin:/usr/bin:")), OsString::from("/abs:/usr/bin"));
         assert_eq!(sanitized_path(OsStr::new("")), OsString::new());
-    }
-
-    #[test]
-    fn a_program_in_a_relative_folder_is_never_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let planted = dir.path().join("bin/moat-tool");
-        std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
-        std::fs::write(&planted, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(resolve_program("moat-tool", ["bin", ".", "", "bin/"].map(PathBuf::from)), None);
-        let abs = resolve_program("moat-tool", [PathBuf::from("bin"), dir.path().join("bin")]);
-        assert_eq!(abs, Some(planted));
     }
 
     #[test]

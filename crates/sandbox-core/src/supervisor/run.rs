@@ -153,7 +153,7 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
     let sockets = device_sockets(run, &vm);
     // The host ends of the guest's only way out, up before the guest can knock.
     let _egress = match &vm.egress {
-        Some(paths) => Some(crate::egress::service::start(&vm.name, paths, &run.vsock_socket())?),
+        Some(paths) => Some(crate::egress::service::start(&vm.name, &vm.agent_hosts, paths, &run.vsock_socket())?),
         None => None,
     };
     // Dropped after the monitor: the back-ends are stopped once it is gone.

@@ -15,7 +15,7 @@ fn placeholders_have_each_services_format() {
         assert!(f.matches(&ph), "{}", s.id);
     }
     let gh = v.placeholder("github", "sb1").unwrap();
-    assert!(gh.starts_with("gho_") && gh.len() == 40 && gh[4..].bytes().all(|c| Alphabet::Alnum.contains(c)));
+    assert!(gh.starts_with("github_pat_") && gh.len() == 93 && gh[11..].bytes().all(|c| Alphabet::Alnum.contains(c)));
     let g = v.placeholder("google", "sb1").unwrap();
     assert!(g.starts_with("AIza") && g.len() == 39);
     assert!(v.placeholder("anthropic", "sb1").unwrap().starts_with("sk-ant-api03-"));
@@ -70,9 +70,10 @@ fn placeholders_are_not_real_credentials_and_real_ones_are_detected() {
         let ph = v.placeholder(s.id, "sb").unwrap();
         assert!(!v.looks_like_real_credential(s.id, &ph), "{}", s.id);
     }
-    // Tampering with one character breaks the check.
+    // Tampering with one character of the body breaks the check.
     let mut ph = v.placeholder("github", "sb").unwrap().into_bytes();
-    ph[10] = if ph[10] == b'A' { b'B' } else { b'A' };
+    let i = "github_pat_".len() + 4;
+    ph[i] = if ph[i] == b'A' { b'B' } else { b'A' };
     let ph = String::from_utf8(ph).unwrap();
     assert_eq!(v.is_placeholder(&ph), None);
     assert!(v.looks_like_real_credential("github", &ph));

@@ -117,6 +117,32 @@ fn presets_decide_by_default() {
 }
 
 #[test]
+fn an_agents_hosts_extend_balanced_for_its_sandbox_only() {
+    let copilot = rules("allow network api.githubcopilot.com --sandbox cp\ndeny network pypi.org --sandbox cp");
+    for preset in Preset::ALL {
+        let live = Policy::extended(preset, copilot.clone(), &rules("deny network api.githubcopilot.com --sandbox no"));
+        let p = live.snapshot();
+        let reached = allowed(&p, "cp", "api.githubcopilot.com", 443);
+        assert_eq!(reached, preset != Preset::DenyAll, "{preset}: deny-all means only the user's rules");
+        assert!(!allowed(&p, "other", "api.githubcopilot.com", 443) || preset == Preset::AllowAll, "{preset}");
+        assert!(!allowed(&p, "no", "api.githubcopilot.com", 443), "{preset}: a user deny still wins");
+        if preset == Preset::Balanced {
+            let d = decide(&p, "cp", "api.githubcopilot.com", 443);
+            let Reason::Rule(entry) = &d.reason else { panic!("{d}") };
+            assert_eq!(entry.origin, Origin::Preset { preset, category: "agent" });
+            assert!(allowed(&p, "cp", "pypi.org", 443), "an extension only allows");
+        }
+        // Kept across a policy change.
+        live.update(preset, &[]);
+        assert_eq!(
+            allowed(&live.snapshot(), "cp", "api.githubcopilot.com", 443),
+            preset != Preset::DenyAll,
+            "{preset}"
+        );
+    }
+}
+
+#[test]
 fn decisions_name_the_most_specific_rule() {
     let p = policy(Preset::DenyAll, "allow network **\nallow network **.example.com\nallow network a.example.com");
     assert_eq!(rule_of(&decide(&p, "s", "a.example.com", 443)), "allow network a.example.com");

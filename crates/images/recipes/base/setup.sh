@@ -1,5 +1,14 @@
 # Runs inside the debootstrapped tree (`chroot TREE /bin/sh -eu setup.sh`)
-# after the packages are installed. No init system: the guest agent is PID 1.
+# after the packages are installed and `npm.toml` is unpacked. No init
+# system: the guest agent is PID 1.
+
+# Node.js and npm under /usr/local (npm's global prefix is then /usr/local).
+install -m 0755 /usr/local/lib/moat-node/bin/node /usr/local/bin/node
+rm -rf /usr/local/lib/moat-node
+ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
+ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
+# The image is the version: no update nagging, no funding or audit chatter.
+printf 'update-notifier=false\nfund=false\naudit=false\n' > /usr/local/etc/npmrc
 
 # The unprivileged user agents run as, with passwordless sudo.
 groupadd --gid 1000 agent

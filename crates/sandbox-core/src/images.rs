@@ -2,12 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::cache::{CacheError, ImageCache};
-use super::progress::StderrProgress;
 use crate::manager::{GuestImages, ImageProvider};
-
-/// The template every agent currently boots (agent-specific templates come later).
-pub const DEFAULT_TEMPLATE: &str = "shell";
+pub use moat_images::*;
 
 /// Images from the default cache plus an initramfs around the guest agent binary.
 #[derive(Debug)]
@@ -47,17 +43,25 @@ impl CachedImages {
         Ok(CachedImages { cache: ImageCache::open_default()?, agent })
     }
 
-    /// Builds whatever is missing (with progress on stderr) and returns the images for `agent`.
-    pub fn ensure(&self, _agent: &str) -> Result<GuestImages, ProviderError> {
+    /// Builds whatever is missing (with progress on stderr) and returns the
+    /// images of `agent`'s template.
+    pub fn ensure(&self, agent: &str) -> Result<GuestImages, ProviderError> {
+        let template =
+            Template::builtin(agent).map_err(|e| ProviderError::Build { what: "template", source: e.into() })?;
         let bytes = std::fs::read(&self.agent).map_err(|_| ProviderError::NoAgent(self.agent.clone()))?;
         if !is_static_elf(&bytes) {
             return Err(ProviderError::DynamicAgent(self.agent.clone()));
         }
         let build = |what| move |e: Box<dyn std::error::Error + Send + Sync>| ProviderError::Build { what, source: e };
         let kernel = self.cache.kernel(&StderrProgress).map_err(|e| build("kernel")(e.into()))?;
-        let rootfs = self.cache.rootfs(DEFAULT_TEMPLATE, &StderrProgress).map_err(|e| build("rootfs")(e.into()))?;
+        let images = self.cache.template(&template, &StderrProgress).map_err(|e| build("template")(e.into()))?;
         let initramfs = self.cache.initramfs(&self.agent).map_err(|e| build("initramfs")(e.into()))?;
-        Ok(GuestImages { kernel: kernel.vmlinux, rootfs: rootfs.path, initramfs: initramfs.path })
+        Ok(GuestImages {
+            kernel: kernel.vmlinux,
+            rootfs: images.base.path,
+            layers: images.layers.into_iter().map(|l| l.path).collect(),
+            initramfs: initramfs.path,
+        })
     }
 }
 

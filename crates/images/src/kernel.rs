@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The config fragment merged on top of `tinyconfig`.
-pub const KERNEL_FRAGMENT: &str = include_str!("../../images/kernel.config");
+pub const KERNEL_FRAGMENT: &str = include_str!("../recipes/kernel.config");
 /// The Debian package that provides the kernel source.
 pub const SOURCE_PACKAGE: &str = "linux-source-6.12";
 const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";

@@ -42,7 +42,7 @@ pub enum ToolError {
 /// Finds `tool` on `PATH` or in the sbin directories (which a non-root
 /// `PATH` often lacks).
 pub(crate) fn find_tool(tool: &str, hint: &'static str) -> Result<PathBuf, ToolError> {
-    crate::backend::search_path(tool).ok_or_else(|| ToolError::NotFound { tool: tool.to_string(), hint })
+    crate::tools::search_path(tool).ok_or_else(|| ToolError::NotFound { tool: tool.to_string(), hint })
 }
 
 /// Runs a short query and returns its stdout (trimmed).
