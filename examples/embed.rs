@@ -48,6 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let running = manager.start(&created.spec.name)?;
         let exec = ExecRequest {
             argv: command,
+            // The sandbox's own variables (none here): every process it runs gets them.
+            env: running.spec.env.clone().into_iter().collect(),
             cwd: Some(running.spec.workspace.to_string_lossy().into_owned()),
             ..Default::default()
         };

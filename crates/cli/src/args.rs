@@ -144,6 +144,15 @@ pub struct SandboxOpts {
     /// Like --branch, with the clone kept in Moat's folder instead of the repository's.
     #[arg(long)]
     pub clone: bool,
+    /// A variable every process in the sandbox gets, kept with it: `K=V`, or `K` for
+    /// its value here now. Values that look like credentials are refused (use
+    /// `moat secret set`); so are the proxy variables Moat sets.
+    #[arg(short, long = "env", value_name = "K=V|K")]
+    pub env: Vec<String>,
+    /// Variables from a file of `KEY=VALUE` lines (`#` comments, `export `, quotes);
+    /// -e beats it, a later file beats an earlier one.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use moat_sandbox_core::agent::{ExecRequest, WinSize};
 use moat_sandbox_core::daemon::{self, ClientError, DaemonClient, DaemonCommand};
+use moat_sandbox_core::env::{self, Env};
 use moat_sandbox_core::images::{CachedImages, Template};
 use moat_sandbox_core::manager::{Manager, SandboxInfo, SupervisorCommand};
 use moat_sandbox_core::paths::Home;
 use moat_sandbox_core::session;
-use moat_sandbox_core::spec::{self, CreateRequest};
+use moat_sandbox_core::spec::{self, CreateRequest, SandboxSpec};
 use moat_sandbox_core::supervisor::{self, Phase};
 
 use crate::args::{Command, CreateArgs, DaemonCommand as DaemonCmd, ExecArgs, ImageCommand, RunArgs, SandboxOpts};
@@ -139,7 +140,7 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
     Ok(if failed == 0 { 0 } else { crate::MOAT_FAILED })
 }
 
-fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRequest {
+fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts, env: Option<Env>) -> CreateRequest {
     let mut paths = paths.iter();
     CreateRequest {
         name: opts.name.clone(),
@@ -153,12 +154,36 @@ fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts) -> CreateRe
         branch: opts.branch.clone(),
         clone: opts.clone,
         owner: Some(moat_sandbox_core::owner::ShareOwner::invoking()),
+        env: env.unwrap_or_default(),
     }
+}
+
+/// The variables `-e` and `--env-file` ask for; `None` when neither is given.
+fn requested_env(opts: &SandboxOpts) -> Result<Option<Env>> {
+    if opts.env.is_empty() && opts.env_file.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(env::collect(&opts.env_file, &opts.env, |name| std::env::var_os(name))?))
+}
+
+/// A sandbox's variables are set when it is created: `-e`/`--env-file` on one
+/// that exists must ask for the ones it has.
+fn refuse_another_env(spec: &SandboxSpec, requested: &Env) -> Result<()> {
+    let changes = env::Changes::between(&spec.env, requested);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "sandbox {name:?} exists with other variables ({changes}); they are set when a sandbox is created: to \
+         change them, remove it (`moat rm {name}`, which deletes its disk) and create it again, or give one \
+         command its own with `moat exec -e`",
+        name = spec.name
+    )
 }
 
 fn create(home: &Home, a: CreateArgs) -> Result<i32> {
     let cwd = std::env::current_dir()?;
-    let req = create_request(&a.agent, &a.paths, &a.opts);
+    let req = create_request(&a.agent, &a.paths, &a.opts, requested_env(&a.opts)?);
     // Validate here first: the user gets the message without a round trip, and nothing is half-made.
     req.resolve(&cwd, spec::HostSize::detect())?;
     crate::policy::ensure_preset_chosen(home)?;
@@ -228,13 +253,14 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     let c = client(home)?;
     let cwd = std::env::current_dir()?;
     let interactive = is_interactive();
+    let env = requested_env(&a.opts)?;
     // `moat run NAME` attaches to an existing sandbox.
     let existing =
         if a.paths.is_empty() && !spec::AGENTS.contains(&a.agent.as_str()) { Some(a.agent.clone()) } else { None };
     let name = match existing {
         Some(n) => n,
         None => {
-            let req = create_request(&a.agent, &a.paths, &a.opts);
+            let req = create_request(&a.agent, &a.paths, &a.opts, env.clone());
             let spec = req.resolve(&cwd, spec::HostSize::detect())?;
             match c.get(&spec.name) {
                 Ok(found)
@@ -259,6 +285,9 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
             }
         }
     };
+    if let Some(env) = &env {
+        refuse_another_env(&c.get(&name)?.spec, env)?;
+    }
     let info = running(&c, &name)?;
     for note in backend_note(&info).into_iter().chain(repository_note(&info)) {
         eprintln!("moat: {note}");
@@ -329,7 +358,7 @@ fn backend_note(info: &SandboxInfo) -> Option<String> {
 
 fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(list).expect("serializing"));
+        println!("{}", serde_json::to_string_pretty(&list_json(list)).expect("serializing"));
         return;
     }
     if quiet {
@@ -365,6 +394,20 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
         let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+/// `ls --json`: the API's sandboxes, with the names of their variables
+/// (`env_keys`) instead of the values.
+fn list_json(list: &[SandboxInfo]) -> serde_json::Value {
+    let entry = |s: &SandboxInfo| {
+        let mut v = serde_json::to_value(s).expect("serializing");
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("env");
+            fields.insert("env_keys".into(), s.spec.env.keys().map(String::as_str).collect());
+        }
+        v
+    };
+    list.iter().map(entry).collect()
 }
 
 /// `Diff` shows everything against the base, working tree included, or with
@@ -483,13 +526,14 @@ impl Output {
     }
 }
 
-/// The environment every process of a sandbox starts with: placeholders for its credentials.
 /// The environment of every process the user starts in the sandbox: the
-/// template's, then the credential placeholders.
+/// template's, the sandbox's own variables (set at create), then the
+/// credential placeholders. `exec -e` goes after.
 fn sandbox_env(home: &Home, info: &SandboxInfo) -> Result<Vec<(String, String)>> {
     let template = Template::builtin(&info.spec.agent)?;
-    let mut env: Vec<(String, String)> = template.spec.env.into_iter().collect();
+    let mut vars: Vec<(String, String)> = template.spec.env.into_iter().collect();
+    vars.extend(info.spec.env.clone());
     let vault = moat_sandbox_core::credentials::open_vault(home)?;
-    env.extend(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?);
-    Ok(env)
+    vars.extend(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?);
+    Ok(vars)
 }

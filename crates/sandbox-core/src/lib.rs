@@ -8,7 +8,8 @@
 //! guest agent inside a running VM.
 //!
 //! [`host`] guards what a sandbox may take from the host (shares, processes,
-//! sizes) and [`owner`] whom its shared files belong to; [`credentials`] and
+//! sizes) and [`owner`] whom its shared files belong to; [`env`] checks the
+//! variables a sandbox's processes start with (no credentials among them); [`credentials`] and
 //! [`checkpoint`] wire the vault (`moat-secrets`) and review checkpoints
 //! (`moat-worktree`) in.
 //!
@@ -23,6 +24,7 @@ pub mod checkpoint;
 pub mod credentials;
 pub mod daemon;
 pub mod egress;
+pub mod env;
 pub mod host;
 pub mod images;
 pub mod manager;

@@ -1,12 +1,15 @@
-//! What a sandbox is made of: its name, agent, workspace, extra mounts and size.
+//! What a sandbox is made of: its name, agent, workspace, extra mounts, size
+//! and environment.
 //!
 //! Everything here is validated user input: a [`SandboxSpec`] that exists has a
-//! valid name, absolute canonical paths, and sizes within bounds.
+//! valid name, absolute canonical paths, sizes within bounds, and variables
+//! [`crate::env`] accepts.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::env::{Env, EnvError};
 use crate::owner::{OwnerError, ShareOwner};
 
 /// Agents Moat knows how to start. `shell` is a login shell at the workspace.
@@ -66,6 +69,10 @@ pub struct CreateRequest {
     /// behind this process when absent (see [`ShareOwner::invoking`]).
     #[serde(default)]
     pub owner: Option<ShareOwner>,
+    /// Variables every process started in the sandbox gets (checked by
+    /// [`crate::env::check`]: no credentials, none Moat sets itself).
+    #[serde(default)]
+    pub env: Env,
 }
 
 /// A folder shared into the guest at the same absolute path.
@@ -103,6 +110,10 @@ pub struct SandboxSpec {
     /// Who owns, on the host, what the guest writes to its shares.
     #[serde(default = "ShareOwner::invoking")]
     pub owner: ShareOwner,
+    /// Variables every process started in the sandbox gets; whoever starts one
+    /// adds them to its exec request (records from before the option: none).
+    #[serde(default)]
+    pub env: Env,
 }
 
 fn legacy_disk_mib() -> u64 {
@@ -148,6 +159,9 @@ pub enum SpecError {
     /// Shared files may not be given to that user.
     #[error(transparent)]
     Owner(#[from] OwnerError),
+    /// A variable is refused.
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
 /// Checks a sandbox name.
@@ -270,6 +284,7 @@ impl CreateRequest {
         let backend = self.backend.unwrap_or_default();
         let owner = self.owner.unwrap_or_else(ShareOwner::invoking);
         owner.check_allowed()?;
+        crate::env::check(&self.env)?;
         Ok(SandboxSpec {
             name,
             agent: self.agent.clone(),
@@ -281,6 +296,7 @@ impl CreateRequest {
             backend,
             checkpoint_repo: None,
             owner,
+            env: self.env.clone(),
         })
     }
 }
@@ -355,5 +371,51 @@ mod tests {
         assert!(matches!(disk.resolve(dir.path(), host), Err(SpecError::BadDisk(_))));
         let cpus = CreateRequest { cpus: Some(9), ..req };
         assert!(matches!(cpus.resolve(dir.path(), host), Err(SpecError::BadCpus(9, 4))));
+    }
+
+    #[test]
+    fn resolve_keeps_the_environment_and_refuses_credentials_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proj")).unwrap();
+        let host = HostSize { cpus: 4, memory_mib: 8192 };
+        let env: Env = [("FOO_TOKEN".to_string(), "abc".to_string())].into();
+        let req = CreateRequest { agent: "shell".into(), workspace: "proj".into(), env, ..Default::default() };
+        assert_eq!(req.resolve(dir.path(), host).unwrap().env, req.env);
+
+        let mut leaky = req.clone();
+        leaky.env.insert("FOO".into(), format!("sk-ant-api03-{}", "x".repeat(95)));
+        let err = leaky.resolve(dir.path(), host).unwrap_err();
+        assert!(matches!(err, SpecError::Env(EnvError::Credential { .. })), "{err}");
+        let mut reserved = req;
+        reserved.env.insert("no_proxy".into(), "*".into());
+        assert!(matches!(reserved.resolve(dir.path(), host), Err(SpecError::Env(EnvError::Reserved { .. }))));
+    }
+
+    #[test]
+    fn the_environment_round_trips_and_old_records_load_without_it() {
+        let spec = SandboxSpec {
+            name: "s".into(),
+            agent: "shell".into(),
+            workspace: "/w".into(),
+            mounts: vec![],
+            cpus: 1,
+            memory_mib: 1024,
+            disk_mib: 1024,
+            backend: moat_proto::backend::BackendChoice::Auto,
+            checkpoint_repo: None,
+            owner: ShareOwner { uid: 1000, gid: 1000 },
+            env: [("A".to_string(), "1".to_string()), ("MULTI".to_string(), "x\ny \"z\"".to_string())].into(),
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains(r#""env":{"A":"1","MULTI":"x\ny \"z\""}"#), "{json}");
+        assert_eq!(serde_json::from_str::<SandboxSpec>(&json).unwrap(), spec);
+
+        // A record as Moat wrote it before sandboxes had an environment.
+        let old = r#"{"name":"s","agent":"shell","workspace":"/w","mounts":[],"cpus":1,"memory_mib":1024,
+                      "disk_mib":1024,"backend":"auto","checkpoint_repo":null,"owner":{"uid":1000,"gid":1000}}"#;
+        let loaded: SandboxSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(loaded, SandboxSpec { env: Env::new(), ..spec });
+        let req: CreateRequest = serde_json::from_str(r#"{"agent":"shell","workspace":"."}"#).unwrap();
+        assert!(req.env.is_empty());
     }
 }

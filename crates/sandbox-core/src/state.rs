@@ -149,6 +149,7 @@ mod tests {
                 backend: crate::backend::BackendChoice::Auto,
                 checkpoint_repo: None,
                 owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
+                env: [("GREETING".to_string(), "hi there".to_string())].into(),
             },
         }
     }

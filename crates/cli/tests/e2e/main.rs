@@ -8,6 +8,7 @@ mod api;
 mod checkpoint;
 mod docker;
 mod egress;
+mod env;
 mod escape;
 mod exec;
 mod harness;
