@@ -51,7 +51,16 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         }
         Command::Ls { json, quiet } => {
             let list = client(&home)?.list()?;
-            print_list(&list, json, quiet);
+            // Whether each running sandbox's agent session runs (asked of its guest).
+            let sessions: Vec<Option<bool>> = list
+                .iter()
+                .map(|s| {
+                    (s.status.phase == Phase::Running && !quiet)
+                        .then(|| session::is_running(&s.vsock_socket).ok())
+                        .flatten()
+                })
+                .collect();
+            print_list(&list, &sessions, json, quiet);
             Ok(0)
         }
         Command::Create(a) => create(&home, a),
@@ -356,9 +365,9 @@ fn backend_note(info: &SandboxInfo) -> Option<String> {
     })
 }
 
-fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
+fn print_list(list: &[SandboxInfo], sessions: &[Option<bool>], json: bool, quiet: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&list_json(list)).expect("serializing"));
+        println!("{}", serde_json::to_string_pretty(&list_json(list, sessions)).expect("serializing"));
         return;
     }
     if quiet {
@@ -367,9 +376,10 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
         }
         return;
     }
-    let rows: Vec<[String; 5]> = list
+    let rows: Vec<[String; 6]> = list
         .iter()
-        .map(|s| {
+        .zip(sessions)
+        .map(|(s, session)| {
             let status = serde_json::to_value(s.status.phase)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
@@ -379,11 +389,12 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
                 s.spec.agent.clone(),
                 status,
                 s.status.backend.map(|b| b.to_string()).unwrap_or_default(),
+                if *session == Some(true) { "attachable" } else { "-" }.to_string(),
                 s.spec.workspace.display().to_string(),
             ]
         })
         .collect();
-    let header = ["SANDBOX", "AGENT", "STATUS", "BACKEND", "WORKSPACE"].map(String::from);
+    let header = ["SANDBOX", "AGENT", "STATUS", "BACKEND", "SESSION", "WORKSPACE"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -398,16 +409,18 @@ fn print_list(list: &[SandboxInfo], json: bool, quiet: bool) {
 
 /// `ls --json`: the API's sandboxes, with the names of their variables
 /// (`env_keys`) instead of the values.
-fn list_json(list: &[SandboxInfo]) -> serde_json::Value {
-    let entry = |s: &SandboxInfo| {
+fn list_json(list: &[SandboxInfo], sessions: &[Option<bool>]) -> serde_json::Value {
+    let entry = |(s, session): (&SandboxInfo, &Option<bool>)| {
         let mut v = serde_json::to_value(s).expect("serializing");
         if let Some(fields) = v.as_object_mut() {
             fields.remove("env");
             fields.insert("env_keys".into(), s.spec.env.keys().map(String::as_str).collect());
+            // true: an agent session runs (`moat attach`); null: not running or unknown.
+            fields.insert("session".into(), serde_json::to_value(session).expect("serializing"));
         }
         v
     };
-    list.iter().map(entry).collect()
+    list.iter().zip(sessions).map(entry).collect()
 }
 
 /// `Diff` shows everything against the base, working tree included, or with

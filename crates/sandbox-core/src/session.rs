@@ -31,8 +31,8 @@ const OPTIONS: &[&[&str]] = &[
     &["set-option", "-g", "status", "off"],
     &["set-option", "-g", "prefix", "None"],
     &["set-option", "-g", "prefix2", "None"],
-    &["unbind-key", "-a", "-T", "prefix"],
-    &["unbind-key", "-a", "-T", "root"],
+    // (The prefix table is then unreachable; unbinding it would make tmux drop
+    // later attaches.)
     &["set-option", "-sg", "escape-time", "0"],
     &["set-option", "-g", "history-limit", "10000"],
     &["set-option", "-g", "default-terminal", "tmux-256color"],

@@ -4,6 +4,7 @@
 //! Each test gets its own Moat installation (see `harness`). Without the guest
 //! prerequisites these tests skip loudly; `MOAT_REQUIRE_E2E=1` makes that a failure.
 
+mod agents;
 mod api;
 mod checkpoint;
 mod docker;
@@ -16,6 +17,7 @@ mod host;
 mod injection;
 mod lifecycle;
 mod policy;
+mod pty;
 mod secrets;
 mod terminal;
 mod vmm;

@@ -1,0 +1,114 @@
+//! The agents themselves: each template boots its real CLI from its own layer,
+//! starts it in its unattended mode, and keeps it running in a session that
+//! outlives the user's terminal.
+
+use std::time::{Duration, Instant};
+
+use moat_sandbox_core::images::Template;
+use moat_sandbox_core::spec::AGENTS;
+
+use crate::harness::{moat, stderr, Moat};
+
+/// Every `--flag` of the template's launch argv.
+fn unattended_flags(t: &Template) -> Vec<&str> {
+    t.spec.launch.argv.iter().filter(|a| a.starts_with('-')).map(String::as_str).collect()
+}
+
+#[test]
+fn every_agent_cli_runs_from_its_layer_and_knows_its_unattended_flags() {
+    let Some(m) = moat() else { return };
+    m.ok(&["policy", "preset", "balanced"]);
+    for agent in AGENTS.iter().filter(|a| **a != "shell") {
+        let t = Template::builtin(agent).unwrap();
+        let ws = m.workspace(agent);
+        let ws = ws.to_str().unwrap();
+        let out = m.ok(&["run", "--name", agent, "-m", "2g", "--cpus", "1", agent, ws, "--", "--version"]);
+        // The version the template pins (npm versions may carry a platform suffix).
+        let pinned = t.spec.npm[0].version.split('-').next().unwrap();
+        assert!(out.contains(pinned), "{agent} --version: {out:?}, pinned {pinned}");
+        // The flags Moat starts it with are the installed CLI's own (read from its help).
+        // (Some print their help on stderr.)
+        let help = m.ok(&["exec", agent, "--", "sh", "-c", &format!("{agent} --help 2>&1")]);
+        for flag in unattended_flags(&t) {
+            assert!(help.contains(flag), "{agent} --help has no {flag}:\n{help}");
+        }
+        m.ok(&["rm", "-f", agent]);
+    }
+}
+
+#[test]
+fn an_interactive_agent_without_a_terminal_is_refused_before_anything_is_made() {
+    let Some(m) = moat() else { return };
+    m.ok(&["policy", "preset", "balanced"]);
+    let ws = m.workspace("noterm");
+    let out = m.run(&["run", "--name", "noterm", "claude", ws.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("claude is interactive and this is not a terminal"), "{err}");
+    assert!(err.contains("moat run claude PATH -- -p"), "the error says how to run it without one: {err}");
+    assert_eq!(m.ok(&["ls", "-q"]), "", "nothing was created");
+}
+
+/// The guest's process list.
+fn guest_processes(m: &Moat, name: &str) -> String {
+    m.ok(&["exec", name, "--", "ps", "-eo", "args"])
+}
+
+/// Waits (up to 120 s, while the sandbox is made and boots) until a guest
+/// process's command line starts with `prefix`.
+fn wait_for_process(m: &Moat, name: &str, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = m.run(&["exec", name, "--", "ps", "-eo", "args"]);
+        let ps = crate::harness::stdout(&out);
+        if let Some(line) = ps.lines().find(|l| l.starts_with(prefix)) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no process {prefix:?} in the guest:\n{ps}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn the_agent_runs_unattended_in_a_session_that_outlives_the_terminal() {
+    let Some(m) = moat() else { return };
+    m.ok(&["policy", "preset", "balanced"]);
+    let ws = m.workspace("sess");
+    let mut cmd = m.cmd();
+    cmd.current_dir(&ws).args(["run", "--name", "sess", "-m", "2g", "claude", "."]);
+    let mut term = crate::pty::spawn(cmd, 30, 100);
+
+    // The real CLI runs, with its unattended flag, as the sandbox user.
+    let line = wait_for_process(&m, "sess", "claude ");
+    assert!(line.contains("--dangerously-skip-permissions"), "{line}");
+    let ps = m.ok(&["exec", "sess", "--", "ps", "-o", "user=", "-C", "claude"]);
+    assert_eq!(ps.trim(), "agent", "it runs as the sandbox user");
+    let listed: serde_json::Value = serde_json::from_str(&m.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(listed[0]["session"], true, "{listed}");
+
+    // The terminal goes away (the CLI is killed): the agent runs on.
+    term.child.kill().unwrap();
+    term.child.wait().unwrap();
+    drop(term);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(guest_processes(&m, "sess").lines().any(|l| l.starts_with("claude --dangerously-skip-permissions")));
+    assert!(m.ok(&["ls"]).lines().any(|l| l.starts_with("sess ") && l.contains("attachable")), "{}", m.ok(&["ls"]));
+
+    // `moat attach` returns to it: the screen is drawn again; Ctrl-P Ctrl-Q leaves it running.
+    let mut cmd = m.cmd();
+    cmd.args(["attach", "sess"]);
+    let mut again = crate::pty::spawn(cmd, 30, 100);
+    again.expect("\x1b[");
+    std::thread::sleep(Duration::from_secs(1));
+    again.send(&[0x10, 0x11]);
+    again.expect("moat: detached; sess runs on");
+    let status = again.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(guest_processes(&m, "sess").lines().any(|l| l.starts_with("claude --dangerously-skip-permissions")));
+
+    // Without a session, attach says what to do.
+    m.ok(&["exec", "sess", "--", "tmux", "-L", "moat", "kill-server"]);
+    let out = m.run(&["attach", "sess"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("sess runs no agent session; start one with `moat run sess`"), "{}", stderr(&out));
+}
