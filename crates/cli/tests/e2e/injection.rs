@@ -55,8 +55,9 @@ impl Upstream {
     }
 }
 
-/// A CA and a certificate for the stand-in hosts, made with openssl.
-fn make_certs(dir: &Path) {
+/// A CA (`ca.pem`) and a certificate (`leaf.pem`, `leaf.key`) for the
+/// stand-in `hosts`, made with openssl.
+pub(crate) fn make_certs(dir: &Path, hosts: &[&str]) {
     let sh = |script: &str| {
         let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
@@ -66,17 +67,18 @@ fn make_certs(dir: &Path) {
         "openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj '/CN=moat e2e CA' \
          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
     ));
-    sh(&format!("openssl req {ec} -keyout leaf.key -out leaf.csr -subj '/CN=api.github.com'"));
+    sh(&format!("openssl req {ec} -keyout leaf.key -out leaf.csr -subj '/CN={}'", hosts[0]));
+    let san: Vec<String> = hosts.iter().map(|h| format!("DNS:{h}")).collect();
     std::fs::write(
         dir.join("leaf.ext"),
-        "subjectAltName=DNS:api.github.com,DNS:github.com,DNS:other.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!("subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n", san.join(",")),
     )
     .unwrap();
     sh("openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext");
 }
 
 /// True if `needle` is anywhere in the QEMU process's memory (guest RAM included).
-fn in_process_memory(pid: u32, needle: &[u8]) -> bool {
+pub(crate) fn in_process_memory(pid: u32, needle: &[u8]) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
@@ -112,7 +114,7 @@ fn in_process_memory(pid: u32, needle: &[u8]) -> bool {
 fn the_real_credential_reaches_only_the_service_host_over_tls() {
     let Some(m) = moat() else { return };
     let certs = m.workspace("certs");
-    make_certs(&certs);
+    make_certs(&certs, &["api.github.com", "github.com", "other.test"]);
     let up = Upstream::start(&certs);
     std::fs::copy(certs.join("ca.pem"), m.home().join("upstream-ca.pem")).unwrap();
     std::fs::write(m.home().join("hosts"), "127.0.0.1 api.github.com github.com other.test\n").unwrap();
@@ -159,12 +161,13 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     // git's HTTPS credentials (Basic) for github.com: the image's credential helper
     // hands git the placeholder, and the proxy swaps it inside the Basic value.
     let fill = m.sh("inj", "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill");
-    assert!(fill.contains("username=x-access-token\npassword=gh"), "{fill}");
+    assert!(fill.contains("username=x-access-token\npassword=github_pat_"), "{fill}");
     let basic = format!("curl -sS -u \"x-access-token:$GH_TOKEN\" https://github.com:{https}/basic");
     assert_eq!(m.sh("inj", &basic), "ok\n");
 
     let placeholder = m.sh("inj", "printf %s \"$GH_TOKEN\"");
-    assert!(placeholder.starts_with("gh") && placeholder.len() == real.len() && placeholder != real, "{placeholder}");
+    // In the fine-grained token format (which every GitHub client accepts), whatever the real one's.
+    assert!(placeholder.starts_with("github_pat_") && placeholder != real, "{placeholder}");
     // gh's own config carries the same placeholder, private to `agent`.
     let hosts = m.sh("inj", "stat -c '%U %a' ~/.config/gh/hosts.yml; cat ~/.config/gh/hosts.yml");
     assert!(hosts.starts_with("agent 600\n") && hosts.contains(&format!("oauth_token: {placeholder}")), "{hosts}");

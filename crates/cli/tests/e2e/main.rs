@@ -16,6 +16,7 @@ mod harness;
 mod host;
 mod injection;
 mod lifecycle;
+mod model_api;
 mod policy;
 mod pty;
 mod secrets;

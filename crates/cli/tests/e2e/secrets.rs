@@ -24,7 +24,10 @@ fn the_guest_gets_placeholders_and_never_the_real_credential() {
     m.sandbox("cred", &ws, &[]);
     let env = m.sh("cred", "echo $GH_TOKEN; echo $ANTHROPIC_API_KEY");
     let lines: Vec<&str> = env.lines().collect();
-    assert!(lines[0].starts_with("gh") && lines[0].len() >= 40, "GitHub placeholder keeps the token format: {env}");
+    assert!(
+        lines[0].starts_with("github_pat_") && lines[0].len() == 93,
+        "GitHub placeholder has the fine-grained token format: {env}"
+    );
     assert!(lines[1].starts_with("sk-ant-api03-"), "Anthropic placeholder keeps the format: {env}");
     assert_ne!(lines[0], real_gh);
     assert_ne!(lines[1], real_ant);
