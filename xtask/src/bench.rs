@@ -11,6 +11,9 @@ pub enum Which {
     All,
     /// Sandbox start-up and exec latency (real guests; needs the images).
     Lifecycle,
+    /// The agents' template layers (cold and cached builds) and their start-up
+    /// against `shell` (real guests; needs root and the images).
+    Agents,
     /// The egress proxy on loopback against direct, mitmproxy and squid,
     /// then policy decisions per second with 1,000 rules.
     Egress,
@@ -43,7 +46,20 @@ pub fn run_benches(args: &Args) -> Result<()> {
     if matches!(args.which, Which::All | Which::Lifecycle) {
         lifecycle()?;
     }
+    if matches!(args.which, Which::All | Which::Agents) {
+        agents()?;
+    }
     Ok(())
+}
+
+/// Times the agents' images and start-up with release binaries.
+fn agents() -> Result<()> {
+    let built = crate::dist::build(true)?;
+    crate::images::ensure_all()?;
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "moat-benches", "--bin", "agents"])
+        .env("MOAT_BIN", &built.moat)
+        .env("MOAT_AGENT_BIN", &built.agent))
 }
 
 /// Builds release binaries (with the static agent) and times sandboxes.

@@ -88,7 +88,8 @@ impl ImageCache {
         hash.field("recipe", RECIPE)
             .field("base", base.digest.0)
             .field("name", &template.name)
-            .field("template.toml", &template.source)
+            // What shapes the layer's files; launch, env and hosts do not.
+            .field("npm", format!("{:?}", template.spec.npm))
             .field("setup", template.setup.as_deref().unwrap_or(""))
             .field("prepare", template.prepare.as_deref().unwrap_or(""))
             .field("epoch", SOURCE_DATE_EPOCH.to_string());

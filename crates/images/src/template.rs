@@ -27,7 +27,7 @@ pub struct Template {
     pub name: String,
     /// The parsed `template.toml`.
     pub spec: TemplateSpec,
-    /// `template.toml` as written (part of the layer's recipe hash).
+    /// `template.toml` as written.
     pub source: String,
     /// Layer build script.
     pub setup: Option<String>,
@@ -72,6 +72,11 @@ pub struct Launch {
     /// User arguments replace `argv` instead of following it (`shell`).
     #[serde(default)]
     pub replace_with_args: bool,
+    /// Subcommands that take the unattended flags after them: when the user's
+    /// arguments start with one, the flags (`argv` after the program) follow
+    /// it (`opencode run --auto …`, where `opencode --auto run …` is refused).
+    #[serde(default)]
+    pub flags_after: Vec<String>,
 }
 
 /// `[credentials]`.
@@ -225,7 +230,18 @@ impl Template {
             return Err(NeedsTerminal { agent: self.name.clone(), example: launch.batch_example.clone() });
         }
         let prepare = self.prepare.is_some().then(|| PREPARE_PATH.to_string());
-        Ok(prepare.into_iter().chain(launch.argv.iter().cloned()).chain(args.iter().cloned()).collect())
+        let (program, flags) = launch.argv.split_first().expect("parse() refuses an empty argv");
+        let (sub, rest) = match args.split_first() {
+            Some((first, rest)) if launch.flags_after.contains(first) => (Some(first), rest),
+            _ => (None, args),
+        };
+        Ok(prepare
+            .into_iter()
+            .chain([program.clone()])
+            .chain(sub.cloned())
+            .chain(flags.iter().cloned())
+            .chain(rest.iter().cloned())
+            .collect())
     }
 }
 
@@ -265,6 +281,11 @@ mod tests {
         assert!(claude.launch_argv(&["--model".into(), "opus".into()], false).is_err());
         let batch = claude.launch_argv(&["-p".into(), "hi".into()], false).unwrap();
         assert_eq!(batch[1..], ["claude", "--dangerously-skip-permissions", "-p", "hi"]);
+
+        let opencode = Template::builtin("opencode").unwrap();
+        let run = opencode.launch_argv(&["run".into(), "hi".into()], false).unwrap();
+        assert_eq!(run, ["opencode", "run", "--auto", "hi"], "the flag follows the subcommand");
+        assert_eq!(opencode.launch_argv(&[], true).unwrap(), ["opencode", "--auto"]);
 
         let shell = Template::builtin("shell").unwrap();
         assert_eq!(shell.launch_argv(&[], false).unwrap(), ["bash", "-l"]);

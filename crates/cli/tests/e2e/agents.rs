@@ -98,7 +98,8 @@ fn the_agent_runs_unattended_in_a_session_that_outlives_the_terminal() {
     let mut cmd = m.cmd();
     cmd.args(["attach", "sess"]);
     let mut again = crate::pty::spawn(cmd, 30, 100);
-    again.expect("\x1b[");
+    // Straight at work, in bypass mode: no theme, login, trust or consent screen in between.
+    again.expect("bypass permissions on");
     std::thread::sleep(Duration::from_secs(1));
     again.send(&[0x10, 0x11]);
     again.expect("moat: detached; sess runs on");

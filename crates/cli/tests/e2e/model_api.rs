@@ -171,3 +171,75 @@ fn codex_works_unattended_against_its_api_with_the_key_swapped_in_by_the_proxy()
     assert!(placeholder.starts_with("sk-proj-") && placeholder != real, "{placeholder}");
     assert_guest_never_held(&m, "cx", chunk);
 }
+
+#[test]
+fn gemini_copilot_and_opencode_run_unattended_and_reach_their_api_with_the_credential_swapped_in() {
+    let Some(m) = moat() else { return };
+    let hosts = ["generativelanguage.googleapis.com", "api.openai.com", "api.anthropic.com"];
+    let certs = m.workspace("certs");
+    make_certs(&certs, &hosts);
+    let ws = m.workspace("project");
+    git(&ws, &["init", "-q"]);
+    let api = ModelApi::start(&certs, &ws);
+    std::fs::copy(certs.join("ca.pem"), m.home().join("upstream-ca.pem")).unwrap();
+    std::fs::write(m.home().join("hosts"), format!("127.0.0.1 {}\n", hosts.join(" "))).unwrap();
+    m.ok(&["policy", "preset", "balanced"]);
+    for host in hosts {
+        m.ok(&["policy", "allow", "network", &format!("{host}:{}", api.port)]);
+    }
+    let google = format!("AIza{}", "Gg7".repeat(11) + "xy");
+    let openai = format!("sk-proj-{}", "Oc3m".repeat(30));
+    let anthropic = format!("sk-ant-api03-{}", "Ad4z".repeat(24));
+    for (service, key) in [("google", &google), ("openai", &openai), ("anthropic", &anthropic)] {
+        m.ok(&["secret", "set", "-g", service, "-t", key]);
+    }
+    let url = |host: &str| format!("https://{host}:{}", api.port);
+    let ws_arg = ws.to_str().unwrap();
+    let prompt = "Say that you are done.";
+
+    // Gemini CLI, its API key auth pinned in the image, a base URL of the user's.
+    let gemini_base = format!("GOOGLE_GEMINI_BASE_URL={}", url(hosts[0]));
+    let out = m.run(&["run", "--name", "gm", "-m", "2g", "-e", &gemini_base, "gemini", ws_arg, "--", "-p", prompt]);
+    assert!(stdout(&out).contains("All done."), "gemini: {}\n{}\n{:#?}", stdout(&out), stderr(&out), api.requests());
+    let seen = api.requests();
+    let to_gemini: Vec<_> =
+        seen.iter().filter(|r| r["path"].as_str().unwrap_or("").contains("generateContent")).collect();
+    assert!(!to_gemini.is_empty() && to_gemini.iter().all(|r| r["x-goog-api-key"] == google.as_str()), "{seen:#?}");
+    m.ok(&["rm", "-f", "gm"]);
+
+    // Copilot CLI with a model provider of the user's own (BYOK): the key comes from the
+    // sandbox's OpenAI placeholder, which the proxy swaps.
+    let byok = [
+        format!("COPILOT_PROVIDER_BASE_URL={}/v1", url(hosts[1])),
+        "COPILOT_PROVIDER_API_KEY_COMMAND=printenv OPENAI_API_KEY".to_string(),
+        "COPILOT_MODEL=gpt-4o".to_string(),
+    ];
+    let mut args = vec!["run", "--name", "cp", "-m", "2g"];
+    for e in &byok {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["copilot", ws_arg, "--", "-p", prompt]);
+    let out = m.run(&args);
+    assert!(stdout(&out).contains("All done."), "copilot: {}\n{}\n{:#?}", stdout(&out), stderr(&out), api.requests());
+    let seen = api.requests();
+    let chats: Vec<_> = seen.iter().filter(|r| r["path"] == "/v1/chat/completions").collect();
+    let bearer = format!("Bearer {openai}");
+    assert!(!chats.is_empty() && chats.iter().all(|r| r["authorization"] == bearer.as_str()), "{seen:#?}");
+    m.ok(&["rm", "-f", "cp"]);
+
+    // OpenCode with its Anthropic provider pointed at the stand-in.
+    let config = format!(
+        "OPENCODE_CONFIG_CONTENT={{\"provider\":{{\"anthropic\":{{\"options\":{{\"baseURL\":\"{}/v1\"}}}}}}}}",
+        url(hosts[2])
+    );
+    let model = "anthropic/claude-sonnet-4-5";
+    let out = m
+        .run(&["run", "--name", "oc", "-m", "2g", "-e", &config, "opencode", ws_arg, "--", "run", "-m", model, prompt]);
+    assert!(stdout(&out).contains("All done."), "opencode: {}\n{}\n{:#?}", stdout(&out), stderr(&out), api.requests());
+    let seen = api.requests();
+    let messages: Vec<_> =
+        seen.iter().filter(|r| r["path"].as_str().unwrap_or("").starts_with("/v1/messages")).collect();
+    assert!(!messages.is_empty() && messages.iter().all(|r| r["x-api-key"] == anthropic.as_str()), "{seen:#?}");
+    let placeholder = m.sh("oc", "printf %s \"$ANTHROPIC_API_KEY\"");
+    assert!(placeholder.starts_with("sk-ant-api03-") && placeholder != anthropic);
+}
