@@ -301,8 +301,12 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     for note in backend_note(&info).into_iter().chain(repository_note(&info)) {
         eprintln!("moat: {note}");
     }
-    let argv = Template::builtin(&info.spec.agent)?.launch_argv(&a.args, interactive)?;
+    let template = Template::builtin(&info.spec.agent)?;
+    let argv = template.launch_argv(&a.args, interactive)?;
     let env = sandbox_env(home, &info)?;
+    if let Some(note) = credential_note(&template, &env) {
+        eprintln!("moat: {note}");
+    }
     let cwd = info.spec.workspace.to_string_lossy().into_owned();
     if !interactive {
         let req = ExecRequest { argv, env, cwd: Some(cwd), user: None, tty: None, stdin: true };
@@ -315,6 +319,24 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     let size = terminal_size().unwrap_or(WinSize { rows: 24, cols: 80 });
     let req = session::start(&argv, &env, &cwd, size);
     attach_session(&info, req)
+}
+
+/// Says so when none of the services the agent reads credentials for has one
+/// for this sandbox (it would start, then fail at its first request).
+fn credential_note(template: &Template, env: &[(String, String)]) -> Option<String> {
+    let services = &template.spec.credentials.services;
+    let has = |id: &String| {
+        moat_secrets::catalog::service(id).is_some_and(|s| s.env_vars.iter().any(|v| env.iter().any(|(k, _)| k == v)))
+    };
+    if services.is_empty() || services.iter().any(has) || template.spec.launch.replace_with_args {
+        return None;
+    }
+    Some(format!(
+        "no credential for {} yet: store one with `moat secret set -g {}` (the sandbox gets a placeholder; \
+         the proxy adds the real one)",
+        template.name,
+        services.join("` or `moat secret set -g ")
+    ))
 }
 
 /// `moat attach NAME`: back into the running agent session.
@@ -549,4 +571,21 @@ fn sandbox_env(home: &Home, info: &SandboxInfo) -> Result<Vec<(String, String)>>
     let vault = moat_sandbox_core::credentials::open_vault(home)?;
     vars.extend(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?);
     Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_credential_is_named_with_the_command_that_stores_it() {
+        let claude = Template::builtin("claude").unwrap();
+        let note = credential_note(&claude, &[]).unwrap();
+        assert!(note.contains("no credential for claude") && note.contains("`moat secret set -g anthropic`"), "{note}");
+        assert!(credential_note(&claude, &[("ANTHROPIC_API_KEY".into(), "sk-ant-x".into())]).is_none());
+        let opencode = Template::builtin("opencode").unwrap();
+        assert!(credential_note(&opencode, &[]).unwrap().contains("`moat secret set -g openai`"));
+        assert!(credential_note(&opencode, &[("OPENAI_API_KEY".into(), "sk-x".into())]).is_none(), "any one will do");
+        assert!(credential_note(&Template::builtin("shell").unwrap(), &[]).is_none());
+    }
 }
