@@ -26,6 +26,17 @@ pub fn check() -> Result<()> {
         if rel.ends_with("lib.rs") && !text.trim_start().starts_with("//!") {
             problems.push(format!("{rel}: lib.rs must open with a //! doc saying what the crate is for"));
         }
+        let runtime = ["supervisor", "backend", "egress"].map(|m| format!("crates/sandbox-core/src/{m}"));
+        if runtime.iter().any(|m| rel.starts_with(m.as_str())) {
+            for control in ["manager", "state", "spec", "daemon"] {
+                if text.contains(&format!("crate::{control}")) {
+                    problems.push(format!(
+                        "{rel}: the per-VM runtime names `crate::{control}`; the arrow goes from the control plane \
+                         to the runtime only (move what both need into a shared module)"
+                    ));
+                }
+            }
+        }
         if !is_test_file(&rel) && text.contains(concat!("cfg!", "(test)")) {
             let what = concat!("cfg!", "(test)");
             problems.push(format!("{rel}: `{what}` in production code; use #[cfg(test)] items or a parameter"));

@@ -13,6 +13,11 @@
 //! [`checkpoint`] wire the vault (`moat-secrets`) and review checkpoints
 //! (`moat-worktree`) in.
 //!
+//! Two processes' worth of code live here, with one-way arrows: the control
+//! plane ([`spec`], [`state`], [`manager`], [`daemon`]) starts and reads the
+//! per-VM runtime ([`supervisor`], [`backend`], [`egress`]), which never names
+//! the control plane (a tidy rule, `cargo xtask tidy`).
+//!
 //! This crate does not parse command lines or draw terminals (that is
 //! `moat-cli`). Policy matching, the proxy, the vault and git live in their own
 //! crates: [`egress`] stores the rules and runs `moat-netproxy` for each VM with
@@ -23,6 +28,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod credentials;
 pub mod daemon;
+mod db;
 pub mod egress;
 pub mod env;
 pub mod host;

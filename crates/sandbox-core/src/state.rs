@@ -6,10 +6,10 @@
 //! cannot leave a stale "running" row behind.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::db::open_database;
 use crate::spec::SandboxSpec;
 
 /// A stored sandbox.
@@ -47,17 +47,6 @@ pub struct Store {
 }
 
 const SCHEMA_VERSION: i64 = 1;
-
-/// Opens (creating if needed) one of Moat's SQLite files the way they all are
-/// used — shared by several processes, durable — and returns its schema version.
-pub(crate) fn open_database(path: &Path) -> rusqlite::Result<(Connection, i64)> {
-    let db = Connection::open(path)?;
-    db.busy_timeout(Duration::from_secs(5))?;
-    db.pragma_update(None, "journal_mode", "WAL")?;
-    db.pragma_update(None, "synchronous", "FULL")?;
-    let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    Ok((db, version))
-}
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.

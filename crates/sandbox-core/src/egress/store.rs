@@ -53,7 +53,7 @@ pub struct PolicyStore {
 impl PolicyStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<PolicyStore, PolicyStoreError> {
-        let (db, version) = crate::state::open_database(path)?;
+        let (db, version) = crate::db::open_database(path)?;
         if version > SCHEMA_VERSION {
             return Err(PolicyStoreError::TooNew(version));
         }
