@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use moat_netproxy::dns::{FakeIps, Responder};
 use moat_netproxy::log::{ConnectionSink, SqliteLog};
-use moat_netproxy::policy::{Action, Policy, Rule, Scope};
+use moat_netproxy::policy::{Action, Policy, Preset, Rule, Scope};
 use moat_netproxy::proxy::{CertificateAuthority, Proxy, ProxyConfig, StaticResolver};
 use moat_proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
 use serde::{Deserialize, Serialize};
@@ -194,14 +194,27 @@ pub fn start(
     crate::threads::spawn_without_signals(move || {
         while !stop_reload.load(Ordering::Relaxed) {
             std::thread::sleep(RELOAD_EVERY);
-            if let Ok(true) = store.changed() {
-                if let Ok((preset, rules)) = store.load() {
-                    policy.update(preset, &rules);
-                }
+            match store.changed() {
+                Ok(false) => {}
+                Ok(true) => reload(&policy, store.load()),
+                Err(e) => reload(&policy, Err(e)),
             }
         }
     });
     Ok(EgressService { runtime: Some(runtime), stop, sockets })
+}
+
+/// Applies the stored policy. One that can't be read (a hand-edited rule that
+/// does not parse, a damaged file) fails closed: nothing is allowed until it
+/// reads again, never the policy from before the change.
+fn reload(policy: &Policy, loaded: Result<(Preset, Vec<Rule>), super::PolicyStoreError>) {
+    match loaded {
+        Ok((preset, rules)) => policy.update(preset, &rules),
+        Err(e) => {
+            eprintln!("moat: the network policy can't be read, so this sandbox reaches nothing until it is fixed: {e}");
+            policy.update(Preset::DenyAll, &[]);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -260,4 +273,23 @@ async fn transparent(mut stream: UnixStream, shared: &Shared) {
     let dst = SocketAddr::from(header.dst);
     let hint = shared.fake.lookup_ip(*header.dst.ip());
     shared.proxy.serve_transparent(stream, &shared.sandbox, dst, hint).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_netproxy::policy::Request;
+
+    #[test]
+    fn a_policy_that_cannot_be_read_fails_closed_and_recovers_when_fixed() {
+        let extension = vec!["allow network api.githubcopilot.com --sandbox s".parse().unwrap()];
+        let policy = Policy::extended(Preset::Balanced, extension, &[]);
+        let allowed = |host: &str| policy.decide(&Request::new("s", host, 443)).is_allowed();
+        assert!(allowed("registry.npmjs.org") && allowed("api.githubcopilot.com"));
+        let corrupt = super::super::PolicyStoreError::Corrupt { id: 7, text: "allow network [".into() };
+        reload(&policy, Err(corrupt));
+        assert!(!allowed("registry.npmjs.org") && !allowed("api.githubcopilot.com"), "not the old policy");
+        reload(&policy, Ok((Preset::Balanced, Vec::new())));
+        assert!(allowed("registry.npmjs.org") && allowed("api.githubcopilot.com"));
+    }
 }
