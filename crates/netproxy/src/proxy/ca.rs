@@ -120,8 +120,10 @@ impl CertificateAuthority {
         if !cert_der.windows(public.len()).any(|w| w == public) {
             return Err(corrupt());
         }
-        let start = text.windows(27).position(|w| w == b"-----BEGIN CERTIFICATE-----").ok_or_else(corrupt)?;
-        let cert_pem = String::from_utf8(text[start..].to_vec()).map_err(|_| corrupt())?;
+        // What the guest trusts is written from the parsed certificate alone,
+        // never cut from the file: whatever order its blocks come in, no other
+        // block (the key above all) can ride along.
+        let cert_pem = certificate_pem(&cert_der);
         Ok(CertificateAuthority::assemble(key, cert_pem, cert_der))
     }
 
@@ -235,6 +237,25 @@ impl LeafCache {
     }
 }
 
+/// One certificate as PEM, from its DER bytes.
+fn certificate_pem(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            b64.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] } else { b'=' });
+        }
+    }
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +271,27 @@ mod tests {
         assert_eq!(first.certificate_pem(), again.certificate_pem());
         assert!(first.certificate_pem().starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(!first.certificate_pem().contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn only_the_certificate_is_handed_out_whatever_the_order_of_the_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = CertificateAuthority::load_or_create(dir.path()).expect("create");
+        let path = dir.path().join(CA_FILE);
+        let text = fs::read_to_string(&path).expect("read");
+        let key_at = text.find("-----BEGIN PRIVATE KEY-----").expect("key block");
+        let cert_at = text.find("-----BEGIN CERTIFICATE-----").expect("cert block");
+        let (key, cert) = if key_at < cert_at {
+            (&text[key_at..cert_at], &text[cert_at..])
+        } else {
+            (&text[key_at..], &text[cert_at..key_at])
+        };
+        // A user's file: certificate first, then the key, with a comment between.
+        write_private(&path, format!("{cert}# the key\n{key}").as_bytes()).expect("write");
+        let loaded = CertificateAuthority::load_or_create(dir.path()).expect("load");
+        assert!(!loaded.certificate_pem().contains("PRIVATE KEY"), "{}", loaded.certificate_pem());
+        assert_eq!(loaded.certificate_pem(), made.certificate_pem());
+        assert_eq!(CertificateDer::from_pem_slice(loaded.certificate_pem().as_bytes()).expect("pem"), made.cert_der);
     }
 
     #[test]
