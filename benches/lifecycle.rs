@@ -143,8 +143,10 @@ fn bare_qemu_boot(scratch: &Path) -> Duration {
         initramfs: images.initramfs.clone(),
         root_disk: images.rootfs.clone(),
         state_disk: state.clone(),
+        layers: Vec::new(),
         shares: Vec::<Share>::new(),
         egress: None,
+        agent_hosts: Vec::new(),
         run_dir: dir.path().into(),
     };
     // The very command the QEMU backend builds, minus Moat around it.

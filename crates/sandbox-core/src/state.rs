@@ -141,6 +141,7 @@ mod tests {
             spec: SandboxSpec {
                 name: name.into(),
                 agent: "shell".into(),
+                template: None,
                 workspace: "/w".into(),
                 mounts: vec![],
                 cpus: 1,

@@ -19,6 +19,7 @@ mod lifecycle;
 mod policy;
 mod pty;
 mod secrets;
+mod templates;
 mod terminal;
 mod vmm;
 mod workspace;
