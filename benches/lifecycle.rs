@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use moat_sandbox_core::agent::{AgentConn, ExecRequest};
 use moat_sandbox_core::backend::{
-    find_tool, Accel, BackendKind, DeviceSockets, Hypervisor, Qemu, Share, Tool, VmConfig,
+    find_tool, Accel, BackendKind, DeviceSockets, Hypervisor, LayerDisk, Qemu, Share, Tool, VmConfig,
 };
 use moat_sandbox_core::images::CachedImages;
 
@@ -143,7 +143,7 @@ fn bare_qemu_boot(scratch: &Path) -> Duration {
         initramfs: images.initramfs.clone(),
         root_disk: images.rootfs.clone(),
         state_disk: state.clone(),
-        layers: images.layers.clone(),
+        layers: images.layers.iter().map(|path| LayerDisk { path: path.clone(), dir: None }).collect(),
         shares: Vec::<Share>::new(),
         egress: None,
         agent_hosts: Vec::new(),

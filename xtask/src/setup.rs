@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::util::{cargo, have, is_root, run};
 
-/// Debian packages: QEMU, image building (debootstrap, kernel toolchain), e2fsprogs,
+/// Debian packages: QEMU, image building (debootstrap, kernel toolchain), e2fsprogs, zstd,
 /// the C libraries virtiofsd links against, and what the tests use.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "lz4",
+    // Template export and import (`moat template export|import`).
+    "zstd",
     // Tests: test CAs and certificates (openssl), stand-in HTTPS services (python3), LFS repositories,
     // the vault key in a desktop keyring (a private session bus and gnome-keyring's Secret Service).
     "openssl",

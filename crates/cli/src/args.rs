@@ -18,7 +18,9 @@ pub enum Command {
     ///
     /// `moat run shell .` opens a login shell at the workspace;
     /// `moat run shell . -- make test` runs a command and exits with its code.
-    /// `moat run NAME` attaches to an existing sandbox.
+    /// `moat run NAME` attaches to an existing sandbox. `moat run -t TEMPLATE .`
+    /// boots from a template you made (`moat template ls`): with -t, the first
+    /// path is the workspace.
     ///
     /// On a terminal the agent runs in a session that outlives it: detach with
     /// Ctrl-P Ctrl-Q (or close the terminal) and come back with `moat attach NAME`.
@@ -97,6 +99,12 @@ pub enum Command {
         /// Sandbox name.
         name: String,
     },
+    /// Templates: the ones Moat ships, and ones you make from a sandbox's disk
+    /// or from programs you bring; export them to a file and import them elsewhere.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
     /// Build or locate the guest images (kernel, root filesystem, agent initramfs).
     Image {
         #[command(subcommand)]
@@ -119,9 +127,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SandboxOpts {
-    /// Sandbox name (default `<agent>-<workdir>`).
+    /// Sandbox name (default `<agent>-<workdir>`, or `<template>-<workdir>`).
     #[arg(long)]
     pub name: Option<String>,
+    /// Boot from a template you made (`moat template ls`); its agent is the
+    /// template's, and the first path is the workspace.
+    #[arg(short, long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
     /// Guest memory, e.g. `4g` (default: a quarter of the host's RAM, at least 1g,
     /// at most 8g; never more than the host has).
     #[arg(short, long)]
@@ -159,8 +171,10 @@ pub struct SandboxOpts {
 pub struct RunArgs {
     #[command(flatten)]
     pub opts: SandboxOpts,
-    /// Agent (shell, claude, codex, …) or the name of an existing sandbox.
-    pub agent: String,
+    /// Agent (shell, claude, codex, …) or the name of an existing sandbox; with
+    /// -t, the workspace folder.
+    #[arg(value_name = "AGENT|SANDBOX", required_unless_present = "template")]
+    pub agent: Option<String>,
     /// Workspace folder, then extra folders to share (`PATH` or `PATH:ro`).
     pub paths: Vec<String>,
     /// Arguments for the agent; for `shell`, a command to run instead of a login shell.
@@ -175,10 +189,11 @@ pub struct CreateArgs {
     /// Print only the name.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Agent (shell, claude, codex, …).
+    /// Agent (shell, claude, codex, …); with -t, the workspace folder.
+    #[arg(value_name = "AGENT|PATH")]
     pub agent: String,
     /// Workspace folder, then extra folders to share (`PATH` or `PATH:ro`).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "template")]
     pub paths: Vec<String>,
 }
 
@@ -218,6 +233,89 @@ pub enum ImageCommand {
         /// Every template Moat ships.
         #[arg(long, conflicts_with = "templates")]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// List templates: Moat's own (and whether their images are built) and yours.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Freeze a stopped sandbox's disk (what it changed over its template) as a
+    /// new template: `moat run -t NAME PATH` then starts from it.
+    Save {
+        /// Stop the sandbox first if it runs (its processes end).
+        #[arg(long)]
+        stop: bool,
+        /// Replace a template of that name (none of your sandboxes may use it).
+        #[arg(short, long)]
+        force: bool,
+        /// One line about it, for `moat template ls`.
+        #[arg(short, long)]
+        description: Option<String>,
+        /// The sandbox.
+        sandbox: String,
+        /// The new template's name.
+        name: String,
+    },
+    /// Remove templates you made (not while a sandbox boots from one).
+    Rm {
+        /// Template names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Write a template you made to one compressed file (zstd tar): its
+    /// layers and manifest, not the images Moat ships.
+    Export {
+        /// The template.
+        name: String,
+        /// The file to write (must not exist).
+        file: PathBuf,
+    },
+    /// Add a template from an exported file (checked before anything is written).
+    Import {
+        /// Its name here (default: the exported name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace a template of that name (none of your sandboxes may use it).
+        #[arg(short, long)]
+        force: bool,
+        /// Accept a template made over other images than this Moat's (another
+        /// version): what its layers changed hides the newer files.
+        #[arg(long)]
+        other_base: bool,
+        /// The exported file.
+        file: PathBuf,
+    },
+    /// A template of programs you bring (x86-64 Linux, static or for glibc),
+    /// installed in /usr/local/bin: for agents Moat can't install, such as
+    /// `kiro-cli` and `docker-agent` (known: started unattended by default).
+    #[command(alias = "byo")]
+    Programs {
+        /// How the agent starts, e.g. 'my-agent --yes' (split at spaces; default
+        /// for kiro-cli and docker-agent).
+        #[arg(long, value_name = "'PROGRAM ARGS…'")]
+        launch: Option<String>,
+        /// An argument that makes it run without a terminal (repeatable), e.g. --print.
+        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+        batch: Vec<String>,
+        /// The template Moat ships to put them over.
+        #[arg(long, default_value = "shell")]
+        from: String,
+        /// One line about it, for `moat template ls`.
+        #[arg(short, long)]
+        description: Option<String>,
+        /// Replace a template of that name (none of your sandboxes may use it).
+        #[arg(short, long)]
+        force: bool,
+        /// The new template's name.
+        name: String,
+        /// The programs (each lands as /usr/local/bin/<its file name>).
+        #[arg(required = true)]
+        programs: Vec<PathBuf>,
     },
 }
 

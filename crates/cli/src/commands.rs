@@ -71,6 +71,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Attach { name } => attach_cmd(&home, &name),
         Command::Run(a) => run(&home, a),
         Command::Secret { command } => crate::secret::run(&home, command),
+        Command::Template { command } => crate::template::run(&home, command),
         Command::Policy { command } => crate::policy::run(&home, command),
         // `committed: true` is `moat diff --committed` once args.rs has the flag.
         Command::Diff { name, committed } => checkpoint_cmd(&home, &name, Review::Diff { committed }),
@@ -80,7 +81,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
 }
 
 /// A client for this installation's daemon, started on first use.
-fn client(home: &Home) -> Result<DaemonClient> {
+pub(crate) fn client(home: &Home) -> Result<DaemonClient> {
     let program = std::env::current_exe().context("cannot find the moat executable")?;
     let start = DaemonCommand { program, args: vec!["daemon".into(), "run".into()] };
     Ok(daemon::connect_or_start(home, &start)?)
@@ -135,7 +136,7 @@ fn daemon_cmd(home: &Home, cmd: DaemonCmd) -> Result<i32> {
     Ok(0)
 }
 
-fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+pub(crate) fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut failed = 0;
     for n in names {
         match f(n) {
@@ -149,11 +150,29 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
     Ok(if failed == 0 { 0 } else { crate::MOAT_FAILED })
 }
 
-fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts, env: Option<Env>) -> CreateRequest {
+/// The request for `moat run|create [AGENT] PATH…`: with `-t`, the agent is
+/// the template's (asked of the daemon) and every word is a path.
+fn create_request(
+    c: &DaemonClient,
+    agent: Option<&str>,
+    paths: &[String],
+    opts: &SandboxOpts,
+    env: Option<Env>,
+) -> Result<CreateRequest> {
+    let (agent, template, paths) = match &opts.template {
+        None => (agent.unwrap_or_default().to_string(), None, paths.to_vec()),
+        Some(t) => {
+            let paths: Vec<String> = agent.map(String::from).into_iter().chain(paths.iter().cloned()).collect();
+            let info = c.template(t)?;
+            // `-t claude` is `moat run claude`.
+            (info.agent, (!info.builtin).then(|| t.clone()), paths)
+        }
+    };
     let mut paths = paths.iter();
-    CreateRequest {
+    Ok(CreateRequest {
         name: opts.name.clone(),
-        agent: agent.to_string(),
+        agent,
+        template,
         workspace: PathBuf::from(paths.next().map(String::as_str).unwrap_or(".")),
         mounts: paths.cloned().collect(),
         cpus: opts.cpus,
@@ -164,7 +183,20 @@ fn create_request(agent: &str, paths: &[String], opts: &SandboxOpts, env: Option
         clone: opts.clone,
         owner: Some(moat_sandbox_core::owner::ShareOwner::invoking()),
         env: env.unwrap_or_default(),
+    })
+}
+
+/// What `moat run` starts in `spec`'s sandbox: its agent's template, started
+/// the way its user template says when that says otherwise.
+fn launch_template(c: &DaemonClient, spec: &SandboxSpec) -> Result<Template> {
+    let mut template = Template::builtin(&spec.agent)?;
+    if let Some(name) = &spec.template {
+        if let Some(launch) = c.template(name)?.launch {
+            launch.apply(&mut template);
+            template.name = name.clone();
+        }
     }
+    Ok(template)
 }
 
 /// The variables `-e` and `--env-file` ask for; `None` when neither is given.
@@ -192,11 +224,12 @@ fn refuse_another_env(spec: &SandboxSpec, requested: &Env) -> Result<()> {
 
 fn create(home: &Home, a: CreateArgs) -> Result<i32> {
     let cwd = std::env::current_dir()?;
-    let req = create_request(&a.agent, &a.paths, &a.opts, requested_env(&a.opts)?);
+    let c = client(home)?;
+    let req = create_request(&c, Some(&a.agent), &a.paths, &a.opts, requested_env(&a.opts)?)?;
     // Validate here first: the user gets the message without a round trip, and nothing is half-made.
     req.resolve(&cwd, spec::HostSize::detect())?;
     crate::policy::ensure_preset_chosen(home)?;
-    let info = client(home)?.create(&req, &cwd)?;
+    let info = c.create(&req, &cwd)?;
     if a.quiet {
         println!("{}", info.spec.name);
     } else {
@@ -264,12 +297,16 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     let interactive = is_interactive();
     let env = requested_env(&a.opts)?;
     // `moat run NAME` attaches to an existing sandbox.
-    let existing =
-        if a.paths.is_empty() && !spec::AGENTS.contains(&a.agent.as_str()) { Some(a.agent.clone()) } else { None };
+    let existing = match &a.agent {
+        Some(word) if a.opts.template.is_none() && a.paths.is_empty() && !spec::AGENTS.contains(&word.as_str()) => {
+            Some(word.clone())
+        }
+        _ => None,
+    };
     let name = match existing {
         Some(n) => n,
         None => {
-            let req = create_request(&a.agent, &a.paths, &a.opts, env.clone());
+            let req = create_request(&c, a.agent.as_deref(), &a.paths, &a.opts, env.clone())?;
             let spec = req.resolve(&cwd, spec::HostSize::detect())?;
             match c.get(&spec.name) {
                 Ok(found)
@@ -282,10 +319,24 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
                         spec.name
                     )
                 }
+                Ok(found) if found.spec.template != spec.template => {
+                    let from = |t: &Option<String>| match t {
+                        Some(t) => format!("template {t}"),
+                        None => format!("{}'s own images", found.spec.agent),
+                    };
+                    bail!(
+                        "sandbox {:?} already exists, made from {}, not {}; pick another --name or remove it with \
+                         `moat rm {}`",
+                        spec.name,
+                        from(&found.spec.template),
+                        from(&spec.template),
+                        spec.name
+                    )
+                }
                 Ok(_) => spec.name,
                 Err(ClientError::Api(e)) if e.error.code == "not_found" => {
                     // Refuse before anything is created or built.
-                    Template::builtin(&spec.agent)?.launch_argv(&a.args, interactive)?;
+                    launch_template(&c, &spec)?.launch_argv(&a.args, interactive)?;
                     crate::policy::ensure_preset_chosen(home)?;
                     ensure_images(&spec.agent)?;
                     c.create(&req, &cwd)?.spec.name
@@ -301,7 +352,7 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     for note in backend_note(&info).into_iter().chain(repository_note(&info)) {
         eprintln!("moat: {note}");
     }
-    let template = Template::builtin(&info.spec.agent)?;
+    let template = launch_template(&c, &info.spec)?;
     let argv = template.launch_argv(&a.args, interactive)?;
     let env = sandbox_env(home, &info)?;
     if let Some(note) = credential_note(&template, &env) {
@@ -408,7 +459,10 @@ fn print_list(list: &[SandboxInfo], sessions: &[Option<bool>], json: bool, quiet
                 .unwrap_or_default();
             [
                 s.spec.name.clone(),
-                s.spec.agent.clone(),
+                match &s.spec.template {
+                    Some(t) => format!("{} ({t})", s.spec.agent),
+                    None => s.spec.agent.clone(),
+                },
                 status,
                 s.status.backend.map(|b| b.to_string()).unwrap_or_default(),
                 if *session == Some(true) { "attachable" } else { "-" }.to_string(),

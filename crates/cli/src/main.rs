@@ -6,6 +6,7 @@ mod commands;
 mod policy;
 mod render;
 mod secret;
+mod template;
 
 use clap::Parser;
 

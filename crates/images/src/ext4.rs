@@ -81,9 +81,21 @@ pub fn make_image(
 
 /// `mkfs.ext4 -d` copies each file's ctime, which no tool can set on the
 /// source tree; rewrite it in the image with `debugfs` so equal trees give
-/// equal images. A fresh `-d` image allocates inodes densely: the root (2),
-/// lost+found (11), then 12 up to the highest used one.
+/// equal images.
 fn set_ctimes(image: &Path, epoch: i64) -> Result<(), Ext4Error> {
+    edit_every_inode(image, epoch, |ino| format!("sif <{ino}> ctime @{epoch}\n"))
+}
+
+/// Makes every file of an image made by [`make_image`] belong to root, as a
+/// tree packed by someone other than root would not.
+pub(crate) fn set_root_owner(image: &Path, epoch: i64) -> Result<(), Ext4Error> {
+    edit_every_inode(image, epoch, |ino| format!("sif <{ino}> uid 0\nsif <{ino}> gid 0\n"))
+}
+
+/// Runs `debugfs` commands on every inode of an image [`make_image`] made:
+/// a fresh `-d` image allocates inodes densely, so they are the root (2),
+/// lost+found (11), then 12 up to the highest used one.
+fn edit_every_inode(image: &Path, epoch: i64, commands: impl Fn(u64) -> String) -> Result<(), Ext4Error> {
     let dumpe2fs = command::find_tool("dumpe2fs", "`apt-get install e2fsprogs`")?;
     let debugfs = command::find_tool("debugfs", "`apt-get install e2fsprogs`")?;
     let header = command::output(Command::new(dumpe2fs).arg("-h").arg(image), "dumpe2fs")?;
@@ -91,7 +103,7 @@ fn set_ctimes(image: &Path, epoch: i64) -> Result<(), Ext4Error> {
         header.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
     };
     let used = field("Inode count:").saturating_sub(field("Free inodes:"));
-    let script: String = [2].into_iter().chain(11..=used).map(|ino| format!("sif <{ino}> ctime @{epoch}\n")).collect();
+    let script: String = [2].into_iter().chain(11..=used).map(commands).collect();
     let script_path = image.with_extension("debugfs");
     let io_err = |action| {
         let path = script_path.clone();
@@ -183,6 +195,36 @@ mod tests {
         assert!(usage.bytes >= 2 * BLOCK, "{usage:?}");
         assert_eq!(fs::symlink_metadata(root.join("link")).unwrap().mtime(), 1000);
         assert_eq!(fs::metadata(root.join("d/f")).unwrap().mtime(), 1000);
+    }
+
+    #[test]
+    fn every_file_of_an_image_can_be_given_to_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        fs::create_dir_all(tree.join("usr/bin")).unwrap();
+        fs::write(tree.join("usr/bin/tool"), "x").unwrap();
+        // A tree of someone else than root (as root: hand it to uid 1000).
+        if nix::unistd::geteuid().is_root() {
+            for p in [&tree, &tree.join("usr"), &tree.join("usr/bin"), &tree.join("usr/bin/tool")] {
+                std::os::unix::fs::chown(p, Some(1000), Some(1000)).unwrap();
+            }
+        }
+        let image = tmp.path().join("x.ext4");
+        let digest = crate::hash::RecipeHash::new("test").finish();
+        make_image(&tree, &image, &digest, 1000, &tmp.path().join("log")).unwrap();
+        let owner = |path: &str| {
+            let debugfs = command::find_tool("debugfs", "e2fsprogs").unwrap();
+            let out = Command::new(debugfs).args(["-R", &format!("stat {path}")]).arg(&image).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let field =
+                |name: &str| text.split(name).nth(1).and_then(|r| r.split_whitespace().next()).map(String::from);
+            (field("User:"), field("Group:"))
+        };
+        assert_ne!(owner("/usr/bin/tool"), (Some("0".into()), Some("0".into())));
+        set_root_owner(&image, 1000).unwrap();
+        for path in ["/", "/usr", "/usr/bin", "/usr/bin/tool"] {
+            assert_eq!(owner(path), (Some("0".into()), Some("0".into())), "{path}");
+        }
     }
 
     #[test]

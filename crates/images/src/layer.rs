@@ -20,7 +20,7 @@ use super::hash::{RecipeDigest, RecipeHash};
 use super::io::PathIoError;
 use super::npm::{self, NpmError};
 use super::progress::Progress;
-use super::rootfs::{RootfsError, RootfsImage, Step, SOURCE_DATE_EPOCH};
+use super::rootfs::{RootfsError, RootfsImage, Step, BASE, SOURCE_DATE_EPOCH};
 use super::template::{Template, PREPARE_PATH};
 
 /// Bump when the build steps below change in a way that changes the output.
@@ -84,16 +84,7 @@ impl ImageCache {
         base: &RootfsImage,
         progress: &dyn Progress,
     ) -> Result<LayerImage, LayerError> {
-        let mut hash = RecipeHash::new("layer");
-        hash.field("recipe", RECIPE)
-            .field("base", base.digest.0)
-            .field("name", &template.name)
-            // What shapes the layer's files; launch, env and hosts do not.
-            .field("npm", format!("{:?}", template.spec.npm))
-            .field("setup", template.setup.as_deref().unwrap_or(""))
-            .field("prepare", template.prepare.as_deref().unwrap_or(""))
-            .field("epoch", SOURCE_DATE_EPOCH.to_string());
-        let digest = hash.finish();
+        let digest = layer_digest(template, &base.digest);
         let artifact = format!("{} layer", template.name);
         let (dir, outcome) = self.get_or_build(("layer", &template.name), &digest, progress, |dir| {
             let tarballs = template
@@ -107,6 +98,41 @@ impl ImageCache {
         })?;
         Ok(LayerImage { path: dir.join("layer.ext4"), log: dir.join("build.log"), outcome })
     }
+
+    /// The recipe hashes of `template`'s images and whether they are built,
+    /// without building anything.
+    pub fn template_digests(&self, template: &Template) -> Result<TemplateDigests, LayerError> {
+        let base = self.base_digest().map_err(LayerError::Base)?;
+        let layer = template.has_layer().then(|| layer_digest(template, &base));
+        let built = self.artifact_dir("rootfs", BASE.name, &base).is_dir()
+            && layer.as_ref().is_none_or(|l| self.artifact_dir("layer", &template.name, l).is_dir());
+        Ok(TemplateDigests { base, layer, built })
+    }
+}
+
+/// What a template's images are made from (their recipe hashes), so a
+/// layer made over them can tell whether this Moat has the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateDigests {
+    /// The base root file system.
+    pub base: RecipeDigest,
+    /// The template's own layer, if it has one.
+    pub layer: Option<RecipeDigest>,
+    /// Whether all of them are in the cache.
+    pub built: bool,
+}
+
+fn layer_digest(template: &Template, base: &RecipeDigest) -> RecipeDigest {
+    let mut hash = RecipeHash::new("layer");
+    hash.field("recipe", RECIPE)
+        .field("base", base.0)
+        .field("name", &template.name)
+        // What shapes the layer's files; launch, env and hosts do not.
+        .field("npm", format!("{:?}", template.spec.npm))
+        .field("setup", template.setup.as_deref().unwrap_or(""))
+        .field("prepare", template.prepare.as_deref().unwrap_or(""))
+        .field("epoch", SOURCE_DATE_EPOCH.to_string());
+    hash.finish()
 }
 
 fn build(

@@ -11,6 +11,10 @@
 //! <cache>/downloads/npm/<package>-<version>.tgz
 //! ```
 //!
+//! Besides the cache: [`binary_layer`] packs programs brought from the host
+//! into a layer of their own (after [`elf::classify`] says the base can run
+//! them), for templates users make.
+//!
 //! `<cache>` is `$MOAT_CACHE_DIR`, else `$XDG_CACHE_HOME/moat`, else
 //! `~/.cache/moat`. `<hash16>` is the sha256 of the recipe (files embedded
 //! with `include_str!`, build-step version, input package versions), so a
@@ -32,9 +36,11 @@
 //! Not here: booting the images (the hypervisor backends) and the guest
 //! agent itself.
 
+mod binary;
 mod cache;
 mod command;
 mod cpio;
+pub mod elf;
 mod ext4;
 mod hash;
 mod initramfs;
@@ -48,16 +54,18 @@ mod rootfs;
 mod template;
 pub mod tools;
 
+pub use binary::{binary_layer, BinaryLayerError, HostProgram, BIN_DIR};
 pub use cache::{CacheError, CacheOutcome, ImageCache};
 pub use command::ToolError;
 pub use cpio::CpioWriter;
+pub use elf::is_static_elf;
 pub use ext4::{Ext4Error, ImageSize};
 pub use hash::{RecipeDigest, RecipeHash};
 pub use initramfs::{initramfs_for, write_initramfs, Initramfs, InitramfsError};
 pub use io::PathIoError;
 pub use kconfig::dropped_options;
 pub use kernel::{KernelError, KernelImage, KERNEL_FRAGMENT, SOURCE_PACKAGE};
-pub use layer::{LayerError, LayerImage, TemplateImages};
+pub use layer::{LayerError, LayerImage, TemplateDigests, TemplateImages};
 pub use npm::{NpmError, NpmPackage};
 pub use progress::{Progress, Silent, StderrProgress};
 pub use rootfs::{RootfsError, RootfsImage, RootfsRecipe, BASE, SOURCE_DATE_EPOCH};

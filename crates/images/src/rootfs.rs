@@ -117,22 +117,7 @@ impl ImageCache {
     pub fn base(&self, progress: &dyn Progress) -> Result<RootfsImage, RootfsError> {
         let recipe = &BASE;
         let npm = recipe.npm_packages()?;
-        let dpkg = command::find_tool("dpkg-query", "image builds need a Debian-based host")?;
-        let tools = command::output(
-            Command::new(dpkg).args(["-W", "-f=${Package} ${Version}\n", "debootstrap", "e2fsprogs"]),
-            "dpkg-query",
-        )
-        .map_err(|_| ToolError::NotFound { tool: "debootstrap".into(), hint: SETUP_HINT })?;
-        let digest = RecipeHash::new("rootfs")
-            .field("recipe", RECIPE)
-            .field("suite", recipe.suite)
-            .field("mirror", recipe.mirror)
-            .field("packages", recipe.package_list().join(" "))
-            .field("npm", recipe.npm)
-            .field("setup", recipe.setup)
-            .field("epoch", SOURCE_DATE_EPOCH.to_string())
-            .field("tools", &tools)
-            .finish();
+        let digest = self.base_digest()?;
         let artifact = format!("{} layer", recipe.name);
         let (dir, outcome) = self.get_or_build(("rootfs", recipe.name), &digest, progress, |dir| {
             let tarballs =
@@ -141,6 +126,27 @@ impl ImageCache {
             build(recipe, &tarballs, &progress, &digest)
         })?;
         Ok(RootfsImage { path: dir.join("rootfs.ext4"), log: dir.join("build.log"), digest, outcome })
+    }
+
+    /// The base's recipe hash (its artifact's name), without building it.
+    pub fn base_digest(&self) -> Result<RecipeDigest, RootfsError> {
+        let recipe = &BASE;
+        let dpkg = command::find_tool("dpkg-query", "image builds need a Debian-based host")?;
+        let tools = command::output(
+            Command::new(dpkg).args(["-W", "-f=${Package} ${Version}\n", "debootstrap", "e2fsprogs"]),
+            "dpkg-query",
+        )
+        .map_err(|_| ToolError::NotFound { tool: "debootstrap".into(), hint: SETUP_HINT })?;
+        Ok(RecipeHash::new("rootfs")
+            .field("recipe", RECIPE)
+            .field("suite", recipe.suite)
+            .field("mirror", recipe.mirror)
+            .field("packages", recipe.package_list().join(" "))
+            .field("npm", recipe.npm)
+            .field("setup", recipe.setup)
+            .field("epoch", SOURCE_DATE_EPOCH.to_string())
+            .field("tools", &tools)
+            .finish())
     }
 }
 

@@ -85,23 +85,6 @@ pub fn default_agent_path() -> PathBuf {
     }
 }
 
-/// Whether `elf` is an x86-64 ELF executable without a program interpreter (statically linked).
-pub fn is_static_elf(elf: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
-    // 64-bit little-endian ELF, x86-64.
-    if elf.get(..6) != Some(b"\x7fELF\x02\x01") || u16_at(18) != Some(62) {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else { return false };
-    (0..phnum).all(|i| {
-        let off = phoff.saturating_add(i.saturating_mul(phentsize));
-        u32_at(off).is_some_and(|t| t != PT_INTERP)
-    })
-}
-
 /// Where a static agent may sit relative to the folder of the `moat` executable:
 /// beside it (installed), or where `cargo xtask build` puts it in a source tree
 /// (`target/guest/…`, which plain `cargo build` never overwrites with a dynamic one).
@@ -117,30 +100,8 @@ impl ImageProvider for CachedImages {
     fn images(&self, agent: &str) -> Result<GuestImages, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.ensure(agent)?)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_dynamic_executable_is_told_apart_from_a_static_one() {
-        // This test binary is dynamically linked (it needs ld-linux).
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert!(!is_static_elf(&me));
-        assert!(!is_static_elf(b"#!/bin/sh\n"));
-        assert!(!is_static_elf(&[]));
-        // A minimal static ELF header: no program headers at all, so no interpreter.
-        let mut elf = vec![0u8; 64];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        elf[18] = 62;
-        assert!(is_static_elf(&elf));
-        // One PT_INTERP program header makes it dynamic.
-        elf[32] = 64;
-        elf[54] = 56;
-        elf[56] = 1;
-        elf.extend_from_slice(&[3, 0, 0, 0]);
-        elf.resize(64 + 56, 0);
-        assert!(!is_static_elf(&elf));
+    fn digests(&self, agent: &str) -> Result<TemplateDigests, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.cache.template_digests(&Template::builtin(agent)?)?)
     }
 }

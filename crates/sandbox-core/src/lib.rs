@@ -7,6 +7,9 @@
 //! drives the lifecycle; [`daemon`] serves it to the CLI; [`agent`] talks to the
 //! guest agent inside a running VM.
 //!
+//! [`templates`] keeps the templates users make (saved sandboxes, programs
+//! from the host) that sandboxes boot from.
+//!
 //! [`host`] guards what a sandbox may take from the host (shares, processes,
 //! sizes) and [`owner`] whom its shared files belong to; [`env`] checks the
 //! variables a sandbox's processes start with (no credentials among them); [`credentials`] and
@@ -40,4 +43,5 @@ pub mod session;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
+pub mod templates;
 pub mod threads;

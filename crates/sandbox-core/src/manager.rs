@@ -16,12 +16,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, find_tool, BackendError, HostVirt, Share, Tool, VmConfig};
+use crate::backend::{self, find_tool, BackendError, HostVirt, LayerDisk, Share, Tool, VmConfig};
 use crate::host::{check_disk_space, DiskError, ProtectedDirs, ShareError};
 use crate::paths::Home;
 use crate::spec::{CreateRequest, HostSize, SandboxSpec, SpecError};
 use crate::state::{Record, Store, StoreError};
 use crate::supervisor::{Phase, RunDir, Status};
+use crate::templates::{TemplateError, TemplateStore};
 
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -80,6 +81,9 @@ pub enum ManagerError {
     /// Creating, inspecting or removing the review checkpoint failed (or would lose work).
     #[error(transparent)]
     Checkpoint(Box<dyn std::error::Error + Send + Sync>),
+    /// A template users made could not be saved, used, moved or removed.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 /// How to launch a supervisor process: `program args… <run-dir>`.
@@ -115,6 +119,9 @@ pub struct GuestImages {
 pub trait ImageProvider: Send + Sync + std::fmt::Debug {
     /// Kernel, root disk and agent initramfs for `agent`'s template.
     fn images(&self, agent: &str) -> Result<GuestImages, Box<dyn std::error::Error + Send + Sync>>;
+    /// The recipe hashes of `agent`'s template images and whether they are
+    /// built, without building them (what user templates are made over).
+    fn digests(&self, agent: &str) -> Result<moat_images::TemplateDigests, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// Creates, runs and removes sandboxes.
@@ -150,6 +157,7 @@ impl Manager {
             }
         }
         let store = Store::open(&home.database())?;
+        TemplateStore::new(&home).clear_leftovers();
         Ok(Manager { home, store: Mutex::new(store), supervisor, images, locks: Mutex::new(HashMap::new()) })
     }
 
@@ -158,19 +166,29 @@ impl Manager {
         &self.home
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_name(&self, name: &str) -> Arc<Mutex<()>> {
+    /// The lock that orders lifecycle operations on sandbox `name`.
+    pub(crate) fn lock_name(&self, name: &str) -> Arc<Mutex<()>> {
         self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().clone()
     }
 
-    fn record(&self, name: &str) -> Result<Record, ManagerError> {
+    pub(crate) fn record(&self, name: &str) -> Result<Record, ManagerError> {
         self.store().get(name)?.ok_or_else(|| ManagerError::NotFound(name.to_string()))
     }
 
-    fn run_dir(&self, id: &str) -> RunDir {
+    /// The templates users made.
+    pub fn templates(&self) -> TemplateStore {
+        TemplateStore::new(&self.home)
+    }
+
+    pub(crate) fn image_provider(&self) -> &dyn ImageProvider {
+        self.images.as_ref()
+    }
+
+    pub(crate) fn run_dir(&self, id: &str) -> RunDir {
         RunDir::new(self.home.sandbox_dir(id).join("run"))
     }
 
@@ -201,6 +219,7 @@ impl Manager {
     /// shares the host must keep from the guest (see [`crate::host::shares`]) and a
     /// disk the host has no room for.
     pub fn create(&self, req: &CreateRequest, cwd: &Path) -> Result<SandboxInfo, ManagerError> {
+        let req = &self.with_template_agent(req)?;
         let mut spec = req.resolve(cwd, HostSize::detect())?;
         let mut protected = ProtectedDirs::detect(&self.home);
         for share in spec.shares() {
@@ -208,6 +227,16 @@ impl Manager {
         }
         let guard = self.lock_name(&spec.name);
         let _held = guard.lock().unwrap_or_else(|p| p.into_inner());
+        // Held until the record is stored: the template can't be removed meanwhile.
+        let _template = match &spec.template {
+            Some(t) => {
+                let store = self.templates();
+                let lock = store.lock()?;
+                store.get(t)?;
+                Some(lock)
+            }
+            None => None,
+        };
         if self.store().get(&spec.name)?.is_some() {
             return Err(StoreError::NameTaken(spec.name).into());
         }
@@ -267,6 +296,10 @@ impl Manager {
         check_disk_space(&state_disk, record.spec.disk_mib << 20)?;
         let selection = backend::select(record.spec.backend, &HostVirt::detect())?;
         let images = self.images.images(&record.spec.agent).map_err(ManagerError::Images)?;
+        let mut layers: Vec<LayerDisk> = images.layers.into_iter().map(|path| LayerDisk { path, dir: None }).collect();
+        if let Some(template) = &record.spec.template {
+            layers.extend(self.template_layers(name, template)?);
+        }
         for tool in [Tool::Virtiofsd, Tool::VsockBackend] {
             find_tool(tool)?;
         }
@@ -293,7 +326,7 @@ impl Manager {
             kernel: images.kernel,
             initramfs: images.initramfs,
             root_disk: images.rootfs,
-            layers: images.layers,
+            layers,
             state_disk,
             shares,
             run_dir: run.path().to_path_buf(),
@@ -302,12 +335,15 @@ impl Manager {
                 .map(|t| t.spec.network.allow)
                 .unwrap_or_default(),
         };
-        if backend::kernel_cmdline(&vm).len() > backend::MAX_CMDLINE {
+        if selection.kind == backend::BackendKind::Qemu && vm.devices() > backend::QEMU_MAX_DEVICES {
+            return Err(BackendError::Unsupported("qemu", backend::too_many_devices(&vm)).into());
+        }
+        if !backend::cmdline_fits(&vm) {
             return Err(ManagerError::StartFailed {
                 name: name.into(),
-                reason:
-                    "the shared folders' paths are too long for the kernel command line; share fewer or shorter paths"
-                        .into(),
+                reason: "the shared folders' paths (and the template's layers) are too long for the kernel command \
+                         line; share fewer or shorter paths"
+                    .into(),
             });
         }
         std::fs::create_dir_all(run.path()).map_err(io_err("cannot create the run folder", run.path()))?;
@@ -418,7 +454,7 @@ impl Manager {
     }
 }
 
-fn stop_run(name: &str, run: &RunDir) -> Result<(), ManagerError> {
+pub(crate) fn stop_run(name: &str, run: &RunDir) -> Result<(), ManagerError> {
     if !run.supervisor_alive() {
         return Ok(());
     }
@@ -507,6 +543,6 @@ fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -33,11 +33,15 @@ fn every_agent_is_a_template_moat_ships_with_valid_hosts_and_services() {
 /// The request to make a sandbox, before defaults are filled in.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateRequest {
-    /// Name; `<agent>-<workdir>` when absent.
+    /// Name; `<agent>-<workdir>` (`<template>-<workdir>`) when absent.
     #[serde(default)]
     pub name: Option<String>,
-    /// Agent to run (see [`AGENTS`]).
+    /// Agent to run (see [`AGENTS`]); may be left out with `template`, whose agent it is.
+    #[serde(default)]
     pub agent: String,
+    /// A template users made (`moat template ls`) to boot from instead of the agent's own.
+    #[serde(default)]
+    pub template: Option<String>,
     /// The workspace folder, shared read-write at the same absolute path.
     pub workspace: PathBuf,
     /// Extra folders: `PATH` (read-write) or `PATH:ro`.
@@ -91,6 +95,10 @@ pub struct SandboxSpec {
     pub name: String,
     /// Agent.
     pub agent: String,
+    /// The user template it boots from, over the agent's own images (records
+    /// from before templates users make: none).
+    #[serde(default)]
+    pub template: Option<String>,
     /// Workspace (first mount, read-write).
     pub workspace: PathBuf,
     /// Extra mounts.
@@ -162,6 +170,9 @@ pub enum SpecError {
     /// A variable is refused.
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// The template's name is not one a template can have.
+    #[error(transparent)]
+    Template(crate::templates::NameError),
 }
 
 /// Checks a sandbox name.
@@ -251,8 +262,12 @@ impl CreateRequest {
         if !AGENTS.contains(&self.agent.as_str()) {
             return Err(SpecError::UnknownAgent(self.agent.clone()));
         }
+        if let Some(template) = &self.template {
+            crate::templates::check_name(template).map_err(SpecError::Template)?;
+        }
         let workspace = canonical_dir(&cwd.join(&self.workspace))?;
-        let name = self.name.clone().unwrap_or_else(|| default_name(&self.agent, &workspace));
+        let first_word = self.template.as_deref().unwrap_or(&self.agent);
+        let name = self.name.clone().unwrap_or_else(|| default_name(first_word, &workspace));
         validate_name(&name)?;
         let mut mounts: Vec<Mount> = Vec::new();
         for m in &self.mounts {
@@ -288,6 +303,7 @@ impl CreateRequest {
         Ok(SandboxSpec {
             name,
             agent: self.agent.clone(),
+            template: self.template.clone(),
             workspace,
             mounts,
             cpus,
@@ -396,6 +412,7 @@ mod tests {
         let spec = SandboxSpec {
             name: "s".into(),
             agent: "shell".into(),
+            template: None,
             workspace: "/w".into(),
             mounts: vec![],
             cpus: 1,

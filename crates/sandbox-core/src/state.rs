@@ -130,6 +130,7 @@ mod tests {
             spec: SandboxSpec {
                 name: name.into(),
                 agent: "shell".into(),
+                template: None,
                 workspace: "/w".into(),
                 mounts: vec![],
                 cpus: 1,

@@ -20,6 +20,7 @@ mod model_api;
 mod policy;
 mod pty;
 mod secrets;
+mod templates;
 mod terminal;
 mod vmm;
 mod workspace;

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-pub use qemu::Qemu;
+pub use qemu::{too_many_devices, Qemu, MAX_DEVICES as QEMU_MAX_DEVICES};
 pub use tools::{find_tool, search_path, Tool};
 pub use vmm::{api_socket, Vmm};
 
@@ -47,7 +47,7 @@ pub struct VmConfig {
     /// Read-only template layers over the root disk, lowest first; the
     /// virtio-blk devices after the state disk.
     #[serde(default)]
-    pub layers: Vec<PathBuf>,
+    pub layers: Vec<LayerDisk>,
     /// Folders shared through virtio-fs, workspace first.
     pub shares: Vec<Share>,
     /// Folder for sockets, status and logs of this run.
@@ -60,6 +60,17 @@ pub struct VmConfig {
     /// `balanced` preset (its template's `[network] allow`).
     #[serde(default)]
     pub agent_hosts: Vec<String>,
+}
+
+/// One read-only layer disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerDisk {
+    /// The ext4 image.
+    pub path: PathBuf,
+    /// The folder of its file system that is the layer (`/upper` of a saved
+    /// sandbox's disk); its root when absent.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// One virtio-fs share.
@@ -211,7 +222,12 @@ pub fn kernel_cmdline(vm: &VmConfig) -> String {
         name: Some(vm.name.clone()),
         root: Some("/dev/vda".into()),
         state: Some("/dev/vdb".into()),
-        layers: (0..vm.layers.len()).map(|i| moat_proto::boot::Layer { device: layer_device(i), dir: None }).collect(),
+        layers: vm
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| moat_proto::boot::Layer { device: layer_device(i), dir: l.dir.clone() })
+            .collect(),
         mounts: vm
             .shares
             .iter()
@@ -227,10 +243,25 @@ fn layer_device(i: usize) -> String {
     format!("/dev/vd{letter}")
 }
 
-/// Longest command line the x86 kernel accepts (COMMAND_LINE_SIZE − NUL), minus
-/// room for the `virtio_mmio.device=` entries QEMU and moat-vmm append (~36
-/// bytes each: room for eleven devices).
-pub const MAX_CMDLINE: usize = 2047 - 400;
+/// Longest command line the x86 kernel accepts (COMMAND_LINE_SIZE − NUL).
+const COMMAND_LINE_MAX: usize = 2047;
+/// Bytes QEMU and moat-vmm append per virtio-mmio device
+/// (` virtio_mmio.device=512@0xfeb00e00:12`), rounded up.
+const MMIO_ENTRY: usize = 40;
+
+/// Whether `vm`'s command line still fits the kernel's limit once the monitor
+/// has appended a `virtio_mmio.device=` entry for each device (root, state,
+/// layers, vsock, shares).
+pub fn cmdline_fits(vm: &VmConfig) -> bool {
+    kernel_cmdline(vm).len() + MMIO_ENTRY * vm.devices() <= COMMAND_LINE_MAX
+}
+
+impl VmConfig {
+    /// Virtio devices the VM has: root, state, layers, vsock, shares.
+    pub fn devices(&self) -> usize {
+        2 + self.layers.len() + 1 + self.shares.len()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -272,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn cmdline_hex_encodes_share_paths() {
+    fn cmdline_hex_encodes_share_paths_and_layer_folders() {
         let vm = VmConfig {
             name: "s1".into(),
             backend: BackendKind::Qemu,
@@ -283,7 +314,10 @@ mod tests {
             initramfs: "i".into(),
             root_disk: "r".into(),
             state_disk: "s".into(),
-            layers: vec![],
+            layers: vec![
+                LayerDisk { path: "claude.ext4".into(), dir: None },
+                LayerDisk { path: "saved.ext4".into(), dir: Some("/upper".into()) },
+            ],
             shares: vec![Share {
                 tag: "ws0".into(),
                 path: "/a b/é".into(),
@@ -295,7 +329,14 @@ mod tests {
             run_dir: "/run".into(),
         };
         let c = kernel_cmdline(&vm);
+        assert!(cmdline_fits(&vm));
         assert!(c.contains("moat.name=s1"));
+        assert!(c.contains(" moat.layer=/dev/vdc moat.layer=/dev/vdd,2f7570706572 "), "{c}");
         assert!(c.ends_with(" moat.mount=ws0,2f6120622fc3a9,ro"), "{c}");
+        // Each layer and share costs its parameter and the monitor's device entry.
+        let many = VmConfig { layers: vec![vm.layers[1].clone(); 5], ..vm.clone() };
+        assert!(cmdline_fits(&many));
+        let long = Share { path: format!("/{}", "x".repeat(300)).into(), ..vm.shares[0].clone() };
+        assert!(!cmdline_fits(&VmConfig { shares: vec![long; 3], ..many }));
     }
 }

@@ -5,6 +5,21 @@ use std::process::Command;
 
 use super::{find_tool, kernel_cmdline, Accel, BackendError, DeviceSockets, Hypervisor, Tool, VmConfig};
 
+/// Virtio-mmio transports of QEMU's microvm without ACPI: every disk, the
+/// vsock device and every share takes one.
+pub const MAX_DEVICES: usize = 8;
+
+/// Why a VM has more devices than [`MAX_DEVICES`], in the user's words.
+pub fn too_many_devices(vm: &VmConfig) -> String {
+    format!(
+        "it needs {} virtio devices (root, state, vsock, {} template layer(s), {} shared folder(s)) and QEMU's \
+         microvm has {MAX_DEVICES}: share fewer folders, or boot from a template with fewer layers",
+        vm.devices(),
+        vm.layers.len(),
+        vm.shares.len()
+    )
+}
+
 /// QEMU's microvm machine, with vhost-user devices for vsock and virtio-fs.
 #[derive(Debug, Clone)]
 pub struct Qemu {
@@ -48,18 +63,24 @@ impl Hypervisor for Qemu {
         c.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
         c.arg("-kernel").arg(&vm.kernel).arg("-initrd").arg(&vm.initramfs);
         c.args(["-append", &kernel_cmdline(vm)]);
+        if vm.devices() > MAX_DEVICES {
+            return Err(BackendError::Unsupported("qemu", too_many_devices(vm)));
+        }
         // Device order decides guest names: the root disk must be /dev/vda, the state disk /dev/vdb,
-        // the layers /dev/vdc onwards.
+        // the layers /dev/vdc onwards (vsock, no disk, takes no letter). It also decides interrupts:
+        // the i-th device gets IRQ 12 - i, and the 5th (IRQ 8) shares the RTC's line, which the
+        // guest's RTC driver claims before the vsock driver binds (disk and file-system drivers bind
+        // first). So vsock goes third, always.
         c.arg("-drive").arg(drive("root", &vm.root_disk, true));
         c.args(["-device", "virtio-blk-device,drive=root"]);
         c.arg("-drive").arg(drive("state", &vm.state_disk, false));
         c.args(["-device", "virtio-blk-device,drive=state"]);
-        for (i, layer) in vm.layers.iter().enumerate() {
-            c.arg("-drive").arg(drive(&format!("layer{i}"), layer, true));
-            c.args(["-device", &format!("virtio-blk-device,drive=layer{i}")]);
-        }
         c.arg("-chardev").arg(socket_chardev("vsock", &sockets.vsock));
         c.args(["-device", "vhost-user-vsock-device,chardev=vsock"]);
+        for (i, layer) in vm.layers.iter().enumerate() {
+            c.arg("-drive").arg(drive(&format!("layer{i}"), &layer.path, true));
+            c.args(["-device", &format!("virtio-blk-device,drive=layer{i}")]);
+        }
         for (i, (share, sock)) in vm.shares.iter().zip(&sockets.fs).enumerate() {
             c.arg("-chardev").arg(socket_chardev(&format!("fs{i}"), sock));
             c.args(["-device", &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag)]);
@@ -102,6 +123,56 @@ fn escape_commas(p: &std::path::Path) -> std::ffi::OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vsock_comes_third_and_a_ninth_device_is_refused() {
+        let vm = |layers: usize, shares: usize| VmConfig {
+            name: "q".into(),
+            backend: super::super::BackendKind::Qemu,
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 512,
+            kernel: "k".into(),
+            initramfs: "i".into(),
+            root_disk: "r".into(),
+            state_disk: "s".into(),
+            layers: vec![super::super::LayerDisk { path: "l".into(), dir: None }; layers],
+            shares: vec![
+                super::super::Share {
+                    tag: "ws0".into(),
+                    path: "/w".into(),
+                    read_only: false,
+                    owner: crate::owner::ShareOwner { uid: 0, gid: 0 },
+                };
+                shares
+            ],
+            run_dir: "/run".into(),
+            egress: None,
+            agent_hosts: vec![],
+        };
+        let sockets = DeviceSockets { vsock: "v.sock".into(), fs: vec!["f.sock".into(); 2] };
+        let qemu = Qemu { binary: "qemu".into() };
+        let cmd = qemu.command(&vm(2, 1), &sockets).unwrap();
+        let devices: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .filter(|a| a.starts_with("virtio-blk-device") || a.starts_with("vhost-user"))
+            .collect();
+        assert_eq!(
+            devices,
+            [
+                "virtio-blk-device,drive=root",
+                "virtio-blk-device,drive=state",
+                "vhost-user-vsock-device,chardev=vsock",
+                "virtio-blk-device,drive=layer0",
+                "virtio-blk-device,drive=layer1",
+                "vhost-user-fs-device,chardev=fs0,tag=ws0",
+            ]
+        );
+        assert!(qemu.command(&vm(3, 2), &sockets).is_ok(), "eight devices fit");
+        let err = qemu.command(&vm(4, 2), &sockets).unwrap_err().to_string();
+        assert!(err.contains("it needs 9 virtio devices") && err.contains("has 8"), "{err}");
+    }
 
     #[test]
     fn commas_in_paths_are_doubled() {

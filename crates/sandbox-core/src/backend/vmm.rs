@@ -62,7 +62,7 @@ impl Hypervisor for Vmm {
         c.arg("--disk").arg(with_option(&vm.root_disk, "ro"));
         c.arg("--disk").arg(with_option(&vm.state_disk, "rw"));
         for layer in &vm.layers {
-            c.arg("--disk").arg(with_option(layer, "ro"));
+            c.arg("--disk").arg(with_option(&layer.path, "ro"));
         }
         for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
             c.arg("--fs").arg(with_option(sock, &share.tag));
@@ -113,7 +113,7 @@ fn with_option(path: &Path, option: &str) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Accel, BackendKind, Share};
+    use crate::backend::{Accel, BackendKind, LayerDisk, Share};
 
     fn vm() -> VmConfig {
         let share = |tag: &str, path: &str, read_only| Share {
@@ -132,7 +132,7 @@ mod tests {
             initramfs: "/cache/initramfs/initramfs.cpio".into(),
             root_disk: "/cache/rootfs/root,fs.ext4".into(),
             state_disk: "/home/sandboxes/ab/state.ext4".into(),
-            layers: vec!["/cache/layer/claude/layer.ext4".into()],
+            layers: vec![LayerDisk { path: "/cache/layer/claude/layer.ext4".into(), dir: None }],
             shares: vec![share("ws0", "/src/app", false), share("ws1", "/data", true)],
             run_dir: "/home/sandboxes/ab/run".into(),
             egress: None,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manager::ManagerError;
 use crate::state::StoreError;
+use crate::templates::TemplateError;
 
 /// Version of the HTTP/JSON API (the `/v1/` prefix).
 pub const API_VERSION: u32 = 1;
@@ -118,8 +119,38 @@ impl From<ManagerError> for ApiError {
             ManagerError::StartFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "start_failed"),
             ManagerError::StopTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, "stop_timeout"),
             ManagerError::Checkpoint(_) => (StatusCode::CONFLICT, "checkpoint"),
+            ManagerError::Template(t) => template_status(t),
             ManagerError::Store(_) | ManagerError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, error_chain(&e))
+    }
+}
+
+fn template_status(e: &TemplateError) -> (StatusCode, &'static str) {
+    use std::io::ErrorKind;
+    match e {
+        TemplateError::NotFound(_) => (StatusCode::NOT_FOUND, "no_template"),
+        TemplateError::Exists(_) => (StatusCode::CONFLICT, "template_exists"),
+        TemplateError::InUse { .. } => (StatusCode::CONFLICT, "in_use"),
+        TemplateError::Running(_) | TemplateError::Unclean { .. } => (StatusCode::CONFLICT, "running"),
+        TemplateError::ParentGone { .. } => (StatusCode::CONFLICT, "template_gone"),
+        TemplateError::OtherBase { .. } => (StatusCode::CONFLICT, "other_base"),
+        TemplateError::Archive { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_archive"),
+        TemplateError::Name(_)
+        | TemplateError::Shipped { .. }
+        | TemplateError::OtherAgent { .. }
+        | TemplateError::TooManyLayers { .. }
+        | TemplateError::Manifest { .. }
+        | TemplateError::NoLaunch(_)
+        | TemplateError::Program(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        TemplateError::Images { .. } => (StatusCode::SERVICE_UNAVAILABLE, "images_unavailable"),
+        TemplateError::Zstd(_) => (StatusCode::SERVICE_UNAVAILABLE, "zstd_unavailable"),
+        TemplateError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+        TemplateError::Io { source, .. } => match source.kind() {
+            ErrorKind::NotFound | ErrorKind::AlreadyExists | ErrorKind::PermissionDenied | ErrorKind::Other => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "bad_file")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        },
     }
 }

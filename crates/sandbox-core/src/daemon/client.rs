@@ -16,6 +16,7 @@ use super::api::{ApiError, VersionInfo};
 use crate::manager::SandboxInfo;
 use crate::paths::Home;
 use crate::spec::CreateRequest;
+use crate::templates::{Exported, ImportRequest, ProgramsRequest, SaveRequest, TemplateInfo};
 
 /// Largest response the client accepts.
 const MAX_RESPONSE: u64 = 16 << 20;
@@ -122,6 +123,42 @@ impl DaemonClient {
     pub fn remove(&self, name: &str, force: bool) -> Result<(), ClientError> {
         let query = if force { "?force=true" } else { "" };
         self.json::<serde_json::Value>("DELETE", &format!("/v1/sandboxes/{}{query}", encode(name)), None).map(drop)
+    }
+
+    /// `GET /v1/templates`.
+    pub fn templates(&self) -> Result<Vec<TemplateInfo>, ClientError> {
+        self.json("GET", "/v1/templates", None)
+    }
+
+    /// `GET /v1/templates/{name}`.
+    pub fn template(&self, name: &str) -> Result<TemplateInfo, ClientError> {
+        self.json("GET", &format!("/v1/templates/{}", encode(name)), None)
+    }
+
+    /// `POST /v1/templates`: save a sandbox as a template.
+    pub fn save_template(&self, req: &SaveRequest) -> Result<TemplateInfo, ClientError> {
+        self.json("POST", "/v1/templates", Some(&serde_json::to_value(req).expect("serializing a request")))
+    }
+
+    /// `POST /v1/templates/import`.
+    pub fn import_template(&self, req: &ImportRequest) -> Result<TemplateInfo, ClientError> {
+        self.json("POST", "/v1/templates/import", Some(&serde_json::to_value(req).expect("serializing a request")))
+    }
+
+    /// `POST /v1/templates/programs`.
+    pub fn programs_template(&self, req: &ProgramsRequest) -> Result<TemplateInfo, ClientError> {
+        self.json("POST", "/v1/templates/programs", Some(&serde_json::to_value(req).expect("serializing a request")))
+    }
+
+    /// `POST /v1/templates/{name}/export`.
+    pub fn export_template(&self, name: &str, file: &Path) -> Result<Exported, ClientError> {
+        let body = serde_json::json!({ "file": file });
+        self.json("POST", &format!("/v1/templates/{}/export", encode(name)), Some(&body))
+    }
+
+    /// `DELETE /v1/templates/{name}`.
+    pub fn remove_template(&self, name: &str) -> Result<(), ClientError> {
+        self.json::<serde_json::Value>("DELETE", &format!("/v1/templates/{}", encode(name)), None).map(drop)
     }
 
     /// `POST /v1/daemon/stop`.

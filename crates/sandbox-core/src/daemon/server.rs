@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::api::{ApiError, VersionInfo, API_VERSION};
 use crate::manager::{Manager, ManagerError};
 use crate::spec::CreateRequest;
+use crate::templates::{ImportRequest, ProgramsRequest, SaveRequest};
 
 /// Largest request body the daemon reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -123,6 +124,13 @@ struct CreateBody {
     cwd: PathBuf,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportBody {
+    /// Absolute path of the file to write.
+    file: PathBuf,
+}
+
 async fn route(
     manager: Arc<Manager>,
     stop: Arc<watch::Sender<bool>>,
@@ -162,13 +170,43 @@ async fn route(
             let start = *action == "start";
             ok(blocking(manager, move |m| if start { m.start(&name) } else { m.stop(&name) }).await?)
         }
+        (&Method::GET, ["v1", "templates"]) => ok(blocking(manager, |m| m.list_templates()).await?),
+        (&Method::POST, ["v1", "templates"]) => {
+            let body: SaveRequest = read_json(req).await?;
+            Ok((StatusCode::CREATED, blocking(manager, move |m| m.save_template(&body)).await?))
+        }
+        (&Method::POST, ["v1", "templates", "import"]) => {
+            let body: ImportRequest = read_json(req).await?;
+            Ok((StatusCode::CREATED, blocking(manager, move |m| m.import_template(&body)).await?))
+        }
+        (&Method::POST, ["v1", "templates", "programs"]) => {
+            let body: ProgramsRequest = read_json(req).await?;
+            Ok((StatusCode::CREATED, blocking(manager, move |m| m.programs_template(&body)).await?))
+        }
+        (&Method::GET, ["v1", "templates", name]) => {
+            let name = name.to_string();
+            ok(blocking(manager, move |m| m.template(&name)).await?)
+        }
+        (&Method::DELETE, ["v1", "templates", name]) => {
+            let name = name.to_string();
+            blocking(manager, move |m| m.remove_template(&name)).await?;
+            ok(serde_json::json!({ "removed": segments[2] }))
+        }
+        (&Method::POST, ["v1", "templates", name, "export"]) => {
+            let name = name.to_string();
+            let body: ExportBody = read_json(req).await?;
+            ok(blocking(manager, move |m| m.export_template(&name, &body.file)).await?)
+        }
         (
             _,
             ["v1", "version"]
             | ["v1", "daemon", "stop"]
             | ["v1", "sandboxes"]
             | ["v1", "sandboxes", _]
-            | ["v1", "sandboxes", _, "start" | "stop"],
+            | ["v1", "sandboxes", _, "start" | "stop"]
+            | ["v1", "templates"]
+            | ["v1", "templates", _]
+            | ["v1", "templates", _, "export"],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
