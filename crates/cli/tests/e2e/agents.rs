@@ -15,9 +15,18 @@ fn unattended_flags(t: &Template) -> Vec<&str> {
 }
 
 #[test]
-fn every_agent_cli_runs_from_its_layer_and_knows_its_unattended_flags() {
+fn every_agent_cli_runs_from_its_layer_and_starts_in_its_unattended_mode() {
     let Some(m) = moat() else { return };
-    m.ok(&["policy", "preset", "balanced"]);
+    m.ok(&["policy", "preset", "deny-all"]);
+    // Credentials, so that no agent stops at a login screen (nothing leaves the host: deny-all).
+    for (service, key) in [
+        ("anthropic", format!("sk-ant-api03-{}", "Aa1".repeat(30))),
+        ("openai", format!("sk-proj-{}", "Oo2".repeat(30))),
+        ("github", format!("github_pat_{}", "Gg3".repeat(27) + "x")),
+        ("google", format!("AIza{}", "Ee4".repeat(11) + "yz")),
+    ] {
+        m.ok(&["secret", "set", "-g", service, "-t", &key]);
+    }
     for agent in AGENTS.iter().filter(|a| **a != "shell") {
         let t = Template::builtin(agent).unwrap();
         let ws = m.workspace(agent);
@@ -32,6 +41,14 @@ fn every_agent_cli_runs_from_its_layer_and_knows_its_unattended_flags() {
         for flag in unattended_flags(&t) {
             assert!(help.contains(flag), "{agent} --help has no {flag}:\n{help}");
         }
+        // Started on a terminal, the agent's own process carries those flags.
+        let mut cmd = m.cmd();
+        cmd.args(["run", "--name", agent, agent, ws]);
+        let mut term = crate::pty::spawn(cmd, 30, 100);
+        let line = wait_for(&m, agent, |l| l.contains(agent) && unattended_flags(&t).iter().all(|f| l.contains(f)));
+        assert!(!line.starts_with("tmux") && !line.contains("moat-session"), "the agent itself: {line}");
+        term.child.kill().unwrap();
+        term.child.wait().unwrap();
         m.ok(&["rm", "-f", agent]);
     }
 }
@@ -57,14 +74,21 @@ fn guest_processes(m: &Moat, name: &str) -> String {
 /// Waits (up to 120 s, while the sandbox is made and boots) until a guest
 /// process's command line starts with `prefix`.
 fn wait_for_process(m: &Moat, name: &str, prefix: &str) -> String {
+    wait_for(m, name, |l| l.starts_with(prefix))
+}
+
+/// Waits (up to 120 s) until a guest process's command line (not a tmux or
+/// session wrapper's) satisfies `wanted`.
+fn wait_for(m: &Moat, name: &str, wanted: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = m.run(&["exec", name, "--", "ps", "-eo", "args"]);
         let ps = crate::harness::stdout(&out);
-        if let Some(line) = ps.lines().find(|l| l.starts_with(prefix)) {
+        let agent = |l: &&str| !l.starts_with("tmux") && !l.starts_with("sh -c") && wanted(l);
+        if let Some(line) = ps.lines().find(agent) {
             return line.to_string();
         }
-        assert!(Instant::now() < deadline, "no process {prefix:?} in the guest:\n{ps}");
+        assert!(Instant::now() < deadline, "no such process in the guest:\n{ps}");
         std::thread::sleep(Duration::from_millis(500));
     }
 }
