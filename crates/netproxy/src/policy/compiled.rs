@@ -132,6 +132,10 @@ impl CompiledPolicy {
             return Decision::by_rule(&deny.rule);
         }
         if let Some(class) = special_class(ip) {
+            // "This host": no rule opens it (a rule can't name it; a wider one doesn't count).
+            if class == super::address::AddressClass::Unspecified {
+                return Decision::new(Verdict::Deny, Reason::SpecialAddress(ip, class));
+            }
             return self
                 .explicit_allow(req, name, ip)
                 .unwrap_or(Decision::new(Verdict::Deny, Reason::SpecialAddress(ip, class)));
@@ -143,9 +147,11 @@ impl CompiledPolicy {
         }
     }
 
-    /// An allow rule naming `ip` or `name` exactly, if any.
+    /// A user's allow rule naming `ip` or `name` exactly, if any. A preset's
+    /// names never count: that a host the preset allows resolved to a special
+    /// address is no reason to reach it.
     fn explicit_allow(&self, req: &Request<'_>, name: Option<&str>, ip: IpAddr) -> Option<Decision> {
-        let mut hits = Hits::default();
+        let mut hits = Hits::user_rules();
         for table in self.tables(req.sandbox) {
             table.net_hits(ip, req.port, &mut hits);
             if let Some(name) = name {

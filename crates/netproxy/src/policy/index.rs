@@ -55,11 +55,20 @@ pub(crate) struct Entry {
 pub(crate) struct Hits<'a> {
     pub(crate) deny: Option<&'a Entry>,
     pub(crate) allow: Option<&'a Entry>,
+    /// Only the user's own rules count (not a preset's).
+    user_only: bool,
 }
 
 impl<'a> Hits<'a> {
+    /// Hits that take only the user's own rules.
+    pub(crate) fn user_rules() -> Self {
+        Hits { user_only: true, ..Hits::default() }
+    }
+
     fn offer(&mut self, entries: &'a [Entry], port: u16) {
-        for e in entries.iter().filter(|e| e.ports.contains(port)) {
+        let user_only = self.user_only;
+        let counts = move |e: &&Entry| !user_only || e.rule.origin == super::decision::Origin::User;
+        for e in entries.iter().filter(|e| e.ports.contains(port)).filter(counts) {
             match e.action {
                 Action::Deny => self.deny = self.deny.or(Some(e)),
                 Action::Allow => self.allow = self.allow.or(Some(e)),

@@ -55,8 +55,19 @@ impl LinearPolicy {
     }
 
     fn first(&self, req: &Request<'_>, action: Action, hit: impl Fn(&Rule) -> bool) -> Option<Decision> {
+        self.first_of(req, action, |_| true, hit)
+    }
+
+    fn first_of(
+        &self,
+        req: &Request<'_>,
+        action: Action,
+        origin: impl Fn(&Origin) -> bool,
+        hit: impl Fn(&Rule) -> bool,
+    ) -> Option<Decision> {
         self.rules
             .iter()
+            .filter(|e| origin(&e.origin))
             .find(|e| {
                 let r = &e.rule;
                 r.action == action && r.applies_to(req.sandbox) && r.port_set().contains(req.port) && hit(r)
@@ -99,13 +110,16 @@ impl LinearPolicy {
             return deny;
         }
         if let Some(class) = special_class(ip) {
+            if class == super::address::AddressClass::Unspecified {
+                return Decision::new(Verdict::Deny, Reason::SpecialAddress(ip, class));
+            }
             let explicit = |r: &Rule| match (&r.resource, name) {
                 (Resource::Host { pattern: HostPattern::Exact(n), .. }, Some(name)) if **n == *name => true,
                 (Resource::Host { pattern: HostPattern::Everything, .. }, _) => false,
                 (resource, _) => resource_covers_ip(resource, ip),
             };
             return self
-                .first(req, Action::Allow, explicit)
+                .first_of(req, Action::Allow, |o| *o == Origin::User, explicit)
                 .unwrap_or(Decision::new(Verdict::Deny, Reason::SpecialAddress(ip, class)));
         }
         match (literal, self.first(req, Action::Allow, covers)) {

@@ -142,6 +142,8 @@ pub enum ResourceProblem {
     HostBitsSet(IpNet),
     /// An IPv6 address with a port must be bracketed.
     UnbracketedIpv6Port,
+    /// `0.0.0.0/8` or `::`: "this host", which no rule opens.
+    ThisHost(IpNet),
 }
 
 impl fmt::Display for ResourceProblem {
@@ -158,6 +160,11 @@ impl fmt::Display for ResourceProblem {
             ResourceProblem::UnbracketedIpv6Port => {
                 f.write_str("write an IPv6 address with a port in brackets, like [::1]:443")
             }
+            ResourceProblem::ThisHost(net) => write!(
+                f,
+                "{net} means \"this host\": a connection to it reaches the host's own services, so no rule \
+                 opens it; for a service on your machine allow localhost:PORT (host.moat.internal inside)"
+            ),
         }
     }
 }
@@ -210,6 +217,23 @@ fn parse_net(s: &str, v6_only: bool) -> Result<IpNet, ResourceProblem> {
 }
 
 fn parse_resource(s: &str) -> Result<Resource, ResourceProblem> {
+    let resource = parse_resource_text(s)?;
+    match &resource {
+        Resource::Net { net, .. } if is_this_host(net) => Err(ResourceProblem::ThisHost(*net)),
+        _ => Ok(resource),
+    }
+}
+
+/// Whether `net` lies inside `0.0.0.0/8` or is `::` (a wider net, such as
+/// all of IPv4, is a different matter).
+fn is_this_host(net: &IpNet) -> bool {
+    match net.addr() {
+        std::net::IpAddr::V4(a) => net.prefix() >= 8 && a.octets()[0] == 0,
+        std::net::IpAddr::V6(a) => net.prefix() == 128 && a.is_unspecified(),
+    }
+}
+
+fn parse_resource_text(s: &str) -> Result<Resource, ResourceProblem> {
     if s.is_empty() {
         return Err(ResourceProblem::Name(NameProblem::Empty));
     }

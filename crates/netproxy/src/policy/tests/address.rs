@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use super::super::{classify, AddressClass, Preset, Reason};
-use super::{decide, policy, rule_of};
+use super::{decide, policy, rule_of, rules};
 use AddressClass::*;
 
 fn class(ip: &str) -> AddressClass {
@@ -185,4 +185,68 @@ fn address_deny_rules_apply_after_resolution() {
     assert_eq!(rule_of(&d), "deny network 203.0.114.0/24");
     assert!(!p.decide_address(&req, "2001:4860::8888".parse().unwrap()).is_allowed());
     assert!(p.decide_address(&req, "203.0.115.9".parse().unwrap()).is_allowed());
+}
+
+#[test]
+fn a_preset_name_that_resolves_to_a_special_address_is_refused_unless_a_user_rule_names_it() {
+    // github.com is in `balanced`; an override (or a poisoned resolver) points it at the host.
+    let req = super::Request::new("s", "github.com", 443);
+    let p = policy(Preset::Balanced, "");
+    assert!(p.decide(&req).is_allowed());
+    for ip in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:192.168.0.1", "100.64.0.9"] {
+        let d = p.decide_address(&req, ip.parse().unwrap());
+        assert!(matches!(d.reason, Reason::SpecialAddress(..)), "{ip}: {d}");
+    }
+    // The agent hosts a template adds are the preset's too.
+    let ext =
+        super::super::Policy::extended(Preset::Balanced, rules("allow network api.githubcopilot.com --sandbox s"), &[]);
+    let cp = super::Request::new("s", "api.githubcopilot.com", 443);
+    assert!(!ext.snapshot().decide_address(&cp, "127.0.0.1".parse().unwrap()).is_allowed());
+    // The user's own rule naming the host opens it.
+    let p = policy(Preset::Balanced, "allow network github.com");
+    assert_eq!(rule_of(&p.decide_address(&req, "127.0.0.1".parse().unwrap())), "allow network github.com");
+}
+
+#[test]
+fn this_host_is_never_reached_and_no_rule_may_name_it() {
+    let p = policy(Preset::AllowAll, "allow network 0.0.0.0/0\nallow network localhost:*\nallow network thishost.test");
+    let req = super::Request::new("s", "thishost.test", 443);
+    for ip in ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"] {
+        assert!(!decide(&p, "s", ip, 443).is_allowed(), "{ip}");
+        assert!(!p.decide_address(&req, ip.parse().unwrap()).is_allowed(), "{ip} via a name the user allowed");
+    }
+    for text in ["0.0.0.0", "0.0.0.0:80", "0.0.0.0/8", "0.9.0.0/16", "::", "[::]:443", "::/128"] {
+        let err = text.parse::<super::super::Resource>().unwrap_err();
+        assert!(err.to_string().contains("this host"), "{text}: {err}");
+    }
+    assert!("0.0.0.0/0".parse::<super::super::Resource>().is_ok(), "all of IPv4 is another matter");
+}
+
+#[test]
+fn every_spelling_of_a_special_address_is_refused_under_allow_all() {
+    let p = policy(Preset::AllowAll, "");
+    // Literals the proxy parses itself, in every form it accepts.
+    for host in ["127.0.0.1.", "[::FFFF:127.0.0.1]", "[0:0:0:0:0:0:0:1]", "[::127.0.0.1]", "[64:FF9B::7F00:1]"] {
+        let d = decide(&p, "s", host, 443);
+        assert!(!d.is_allowed(), "{host}: {d}");
+    }
+    // Spellings that are names to the policy (`**` allows them) and addresses to a
+    // resolver (inet_aton reads decimal, hex, octal and short forms): what they
+    // resolve to is checked before connecting.
+    for (host, resolved) in [
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0x7F.1", "127.0.0.1"),
+        ("017700000001", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("LOCALHOST.", "127.0.0.1"),
+        ("169.254.169.254.", "169.254.169.254"),
+        ("2852039166", "169.254.169.254"),
+        ("0", "0.0.0.0"),
+    ] {
+        let req = super::Request::new("s", host, 443);
+        let by_name = p.decide(&req);
+        let allowed = by_name.is_allowed() && p.decide_address(&req, resolved.parse().unwrap()).is_allowed();
+        assert!(!allowed, "{host} -> {resolved}: {by_name}");
+    }
 }
