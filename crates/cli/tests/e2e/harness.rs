@@ -171,3 +171,50 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A stand-in server on the host's loopback: a Python fixture that prints one
+/// JSON line with its ports, then one JSON line per request it received.
+pub struct StandIn {
+    child: std::process::Child,
+    /// Its first line (the ports).
+    pub ports: serde_json::Value,
+    /// Every request so far.
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl StandIn {
+    /// Runs `tests/e2e/fixtures/<fixture>` with `args` in `dir`.
+    pub fn start(fixture: &str, args: &[&std::ffi::OsStr], dir: &Path) -> StandIn {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures").join(fixture);
+        let mut child =
+            Command::new("python3").arg(script).args(args).current_dir(dir).stdout(Stdio::piped()).spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ports: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        StandIn { child, ports, seen }
+    }
+
+    /// The port named `name` in its first line.
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name].as_u64().unwrap() as u16
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

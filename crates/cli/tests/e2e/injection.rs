@@ -6,51 +6,26 @@
 //! (mapped through `$MOAT_HOME/hosts`, its test CA trusted by the proxy via
 //! `$MOAT_HOME/upstream-ca.pem`).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 
-use crate::harness::{moat, stderr};
+use crate::harness::{moat, stderr, StandIn};
 
 struct Upstream {
-    child: Child,
+    server: StandIn,
     https: u16,
     http: u16,
-    seen: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Upstream {
     fn start(dir: &Path) -> Upstream {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures/upstream.py");
-        let mut child = Command::new("python3")
-            .args([script, "leaf.pem", "leaf.key", "other.test"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ports: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                log.lock().unwrap().push(serde_json::from_str(&line).unwrap());
-            }
-        });
-        let port = |k: &str| ports[k].as_u64().unwrap() as u16;
-        Upstream { https: port("https"), http: port("http"), seen, child }
+        let args = ["leaf.pem", "leaf.key", "other.test"].map(std::ffi::OsStr::new);
+        let server = StandIn::start("upstream.py", &args, dir);
+        Upstream { https: server.port("https"), http: server.port("http"), server }
     }
 
     fn request(&self, path: &str) -> serde_json::Value {
-        let seen = self.seen.lock().unwrap();
+        let seen = self.server.seen.lock().unwrap();
         seen.iter().find(|r| r["path"] == path).cloned().unwrap_or_else(|| panic!("{path} never arrived: {seen:?}"))
     }
 }
@@ -185,7 +160,7 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
             c.wait_with_output()
         });
     assert_eq!(String::from_utf8_lossy(&decoded.unwrap().stdout), format!("x-access-token:{real}"));
-    let seen = up.seen.lock().unwrap().clone();
+    let seen = up.server.requests();
     for r in &seen {
         let host = r["host"].as_str().unwrap_or("");
         let injected_ok =

@@ -6,51 +6,27 @@
 //! then a final answer. The proxy swaps the sandbox's placeholder for the real
 //! key on the way; the guest never holds the real one.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 
-use crate::harness::{moat, stderr, stdout, Moat};
+use crate::harness::{moat, stderr, stdout, Moat, StandIn};
 use crate::injection::make_certs;
 
 struct ModelApi {
-    child: Child,
+    server: StandIn,
     port: u16,
-    seen: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Drop for ModelApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl ModelApi {
     fn start(certs: &Path, workspace: &Path) -> ModelApi {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures/model_api.py");
-        let mut child = Command::new("python3")
-            .args([script, "leaf.pem", "leaf.key"])
-            .arg(workspace)
-            .current_dir(certs)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ports: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                log.lock().unwrap().push(serde_json::from_str(&line).unwrap());
-            }
-        });
-        ModelApi { port: ports["https"].as_u64().unwrap() as u16, seen, child }
+        let args = [OsStr::new("leaf.pem"), OsStr::new("leaf.key"), workspace.as_os_str()];
+        let server = StandIn::start("model_api.py", &args, certs);
+        ModelApi { port: server.port("https"), server }
     }
 
     fn requests(&self) -> Vec<serde_json::Value> {
-        self.seen.lock().unwrap().clone()
+        self.server.requests()
     }
 }
 
