@@ -4,8 +4,9 @@
 //!
 //! The input is guest-controlled: every length is checked against what is
 //! left, the hello is bounded by [`MAX_HELLO`], and anything odd — several
-//! host names, a duplicated extension, a name that is not a host name — is
-//! [`Hello::Invalid`] rather than a best guess.
+//! host names, a duplicated extension, a name that is not a host name (an IP
+//! address included), an encrypted ClientHello (ECH) whose outer name is a
+//! cover — is [`Hello::Invalid`] rather than a best guess.
 
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,9 @@ const HANDSHAKE_RECORD: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 const MAX_RECORD: usize = 1 << 14;
 const EXT_SERVER_NAME: u16 = 0;
+/// `encrypted_client_hello` (RFC 9849): the real hello, server name included,
+/// is encrypted to the server; the outer name is a cover.
+const EXT_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
 const NAME_TYPE_HOST: u8 = 0;
 const MAX_EXTENSIONS: usize = 128;
 
@@ -165,6 +169,11 @@ fn client_hello(body: &[u8]) -> Result<Option<String>, &'static str> {
             return Err("too many extensions");
         }
         seen.push(kind);
+        if kind == EXT_ENCRYPTED_CLIENT_HELLO {
+            return Err(
+                "it carries encrypted_client_hello (ECH), which hides the real server name behind a cover name",
+            );
+        }
         if kind == EXT_SERVER_NAME {
             sni = server_name(data)?;
         }

@@ -95,7 +95,7 @@ pub(crate) fn check(host: &str, port: u16, decision: &Decision, sniff: &Sniff) -
     let names_port = matches!(&decision.reason, Reason::Rule(e) if e.rule.resource.ports() == Ports::One(port));
     let explicit = format!("only a rule naming the port, like 'allow network {host}:{port}', allows");
     match sniff {
-        Sniff::BadTls(why) => Err(format!("malformed TLS ClientHello: {why}")),
+        Sniff::BadTls(why) => Err(format!("refused TLS ClientHello: {why}")),
         Sniff::Tls(Some(name)) if name != host => {
             Err(format!("the TLS server name {name} differs from the tunnel's host {host} (domain fronting)"))
         }

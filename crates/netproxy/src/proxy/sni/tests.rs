@@ -195,3 +195,19 @@ fn hostile_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn an_encrypted_client_hello_or_an_ip_as_server_name_is_refused() {
+    // ECH: the outer SNI is a cover for a name the proxy can't see.
+    let ech = (0xfe0d, vec![0, 0, 1, 0, 1, 7, 0, 0, 0, 0]);
+    let with_ech = records(&body(Some(&[sni_ext(&[(0, b"cover.example.test")]), ech])), 1 << 14);
+    match parse(&with_ech) {
+        Hello::Invalid(why) => assert!(why.contains("encrypted_client_hello"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // The same hello without it is fine.
+    assert_eq!(parse(&hello_for(&[(0, b"cover.example.test")])), sni("cover.example.test"));
+    for ip in [&b"127.0.0.1"[..], b"10.0.0.1.", b"169.254.169.254"] {
+        assert!(matches!(parse(&hello_for(&[(0, ip)])), Hello::Invalid(_)), "{ip:?}");
+    }
+}
