@@ -116,3 +116,71 @@ fn a_daemon_killed_while_a_sandbox_boots_leaves_it_usable() {
     let listed = m.ok(&["ls", "-q"]);
     assert_eq!(listed, "boot\n", "exactly one sandbox, no duplicate or orphan");
 }
+
+/// What a Moat installation holds on this machine: the daemon's open files,
+/// processes whose command line names the installation, mounts and loop
+/// devices under it, sandbox folders.
+#[derive(Debug, PartialEq, Eq)]
+struct Footprint {
+    daemon_fds: usize,
+    processes: Vec<String>,
+    mounts: usize,
+    loops: usize,
+    sandbox_dirs: usize,
+}
+
+fn footprint(m: &crate::harness::Moat) -> Footprint {
+    let home = m.home().to_string_lossy().into_owned();
+    let daemon = daemon_pid(m);
+    let daemon_fds = std::fs::read_dir(format!("/proc/{daemon}/fd")).map(|d| d.count()).unwrap_or(0);
+    let mut processes: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != daemon)
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&home).then_some(cmd)
+        })
+        .collect();
+    processes.sort();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&home)).count();
+    let loops = std::process::Command::new("losetup")
+        .arg("-a")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(&home)).count())
+        .unwrap_or(0);
+    let sandbox_dirs = std::fs::read_dir(m.home().join("sandboxes")).map(|d| d.count()).unwrap_or(0);
+    Footprint { daemon_fds, processes, mounts, loops, sandbox_dirs }
+}
+
+#[test]
+fn create_start_exec_stop_remove_cycles_leave_nothing_behind() {
+    let Some(m) = moat() else { return };
+    let ws = m.workspace("cycles");
+    let cycle = |i: usize| {
+        let name = format!("c{i}");
+        m.ok(&["create", "--name", &name, "-m", "1g", "--cpus", "1", "shell", ws.to_str().unwrap()]);
+        m.ok(&["start", &name]);
+        assert_eq!(m.sh(&name, "echo $((6*7))"), "42\n");
+        if i == 0 {
+            // The footprint sees a running sandbox: supervisor, monitor, device back-ends.
+            let running = footprint(&m);
+            assert!(running.processes.len() >= 3 && running.sandbox_dirs == 1, "{running:?}");
+        }
+        m.ok(&["stop", &name]);
+        m.ok(&["rm", &name]);
+    };
+    // The first cycle warms up what the daemon keeps for its lifetime (database
+    // handles, its log); every later one must leave exactly that.
+    cycle(0);
+    let after_first = footprint(&m);
+    assert!(after_first.processes.is_empty(), "{after_first:?}");
+    assert_eq!((after_first.mounts, after_first.loops, after_first.sandbox_dirs), (0, 0, 0), "{after_first:?}");
+    for i in 1..4 {
+        cycle(i);
+    }
+    assert_eq!(footprint(&m), after_first, "after 3 more cycles");
+    assert_eq!(m.ok(&["ls", "-q"]), "", "no records left");
+}
