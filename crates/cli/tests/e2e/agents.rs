@@ -47,6 +47,11 @@ fn every_agent_cli_runs_from_its_layer_and_starts_in_its_unattended_mode() {
         let mut term = crate::pty::spawn(cmd, 30, 100);
         let line = wait_for(&m, agent, |l| l.contains(agent) && unattended_flags(&t).iter().all(|f| l.contains(f)));
         assert!(!line.starts_with("tmux") && !line.contains("moat-session"), "the agent itself: {line}");
+        // It goes straight to work: its own ready screen, no first-run question before it.
+        let screen = first_screen(&m, agent);
+        for question in FIRST_RUN_QUESTIONS {
+            assert!(!screen.contains(question), "{agent} asks {question:?}:\n{screen}");
+        }
         term.child.kill().unwrap();
         term.child.wait().unwrap();
         m.ok(&["rm", "-f", agent]);
@@ -64,6 +69,45 @@ fn an_interactive_agent_without_a_terminal_is_refused_before_anything_is_made() 
     assert!(err.contains("claude is interactive and this is not a terminal"), "{err}");
     assert!(err.contains("moat run claude PATH -- -p"), "the error says how to run it without one: {err}");
     assert_eq!(m.ok(&["ls", "-q"]), "", "nothing was created");
+}
+
+/// What agents ask on a first run when nothing answered for them.
+const FIRST_RUN_QUESTIONS: &[&str] = &[
+    "Confirm folder trust",
+    "Do you trust",
+    "trust the files",
+    "Select Theme",
+    "Choose the text style",
+    "How would you like to authenticate",
+    "Sign in with ChatGPT",
+    "Select login method",
+];
+
+/// The agent's screen once it shows what it shows when ready (a first-run
+/// question instead also ends the wait); Copilot shows nothing more while it
+/// tries to reach GitHub, so for it the screen after 60 s.
+fn first_screen(m: &Moat, agent: &str) -> String {
+    let ready = match agent {
+        "claude" => "bypass permissions on",
+        "codex" => "Ask Codex to do anything",
+        "gemini" => "YOLO",
+        "opencode" => "Ask anything",
+        _ => "",
+    };
+    let deadline = Instant::now() + if ready.is_empty() { Duration::from_secs(60) } else { Duration::from_secs(180) };
+    loop {
+        let out = m.run(&["exec", agent, "--", "tmux", "-L", "moat", "capture-pane", "-p", "-t", "agent"]);
+        let screen = crate::harness::stdout(&out);
+        let asked = FIRST_RUN_QUESTIONS.iter().any(|q| screen.contains(q));
+        if asked || (!ready.is_empty() && screen.contains(ready)) {
+            return screen;
+        }
+        if Instant::now() > deadline {
+            assert!(ready.is_empty(), "{agent} never showed {ready:?}:\n{screen}");
+            return screen;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// The guest's process list.
