@@ -27,8 +27,6 @@ pub struct Template {
     pub name: String,
     /// The parsed `template.toml`.
     pub spec: TemplateSpec,
-    /// `template.toml` as written.
-    pub source: String,
     /// Layer build script.
     pub setup: Option<String>,
     /// Per-launch script.
@@ -205,7 +203,6 @@ impl Template {
         Ok(Template {
             name: name.to_string(),
             spec,
-            source: toml_text.to_string(),
             setup: setup.map(String::from),
             prepare: prepare.map(String::from),
         })
