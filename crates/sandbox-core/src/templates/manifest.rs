@@ -81,6 +81,8 @@ impl Launch {
         launch.batch = self.batch.clone();
         launch.batch_example = None;
         launch.replace_with_args = false;
+        // The shipped template's subcommands belong to its own argv.
+        launch.flags_after.clear();
         template.prepare = None;
     }
 }

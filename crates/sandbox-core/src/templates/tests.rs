@@ -222,6 +222,11 @@ fn a_programs_template_installs_them_with_their_launch() {
     launch.apply(&mut template);
     assert_eq!(template.launch_argv(&["--no-interactive".into(), "hi".into()], false).unwrap()[..3], launch.argv);
     assert!(template.launch_argv(&[], false).is_err(), "without a terminal it needs its batch flag");
+    // Over a template whose flags follow a subcommand, the user's argv is taken as given.
+    let mut over_opencode = moat_images::Template::builtin("opencode").unwrap();
+    launch.apply(&mut over_opencode);
+    let argv = over_opencode.launch_argv(&["run".into()], true).unwrap();
+    assert_eq!(argv, ["kiro-cli", "chat", "--trust-all-tools", "run"]);
 
     let script = dir.path().join("agent.sh");
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
