@@ -277,7 +277,7 @@ fn exec(home: &Home, a: ExecArgs) -> Result<i32> {
         wrapped.append(&mut argv);
         argv = wrapped;
     }
-    let mut env = sandbox_env(home, &info)?;
+    let mut env = sandbox_env(home, &info, &Template::builtin(&info.spec.agent)?)?;
     env.extend(parse_env(&a.env)?);
     let req = ExecRequest {
         argv,
@@ -354,7 +354,7 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
     }
     let template = launch_template(&c, &info.spec)?;
     let argv = template.launch_argv(&a.args, interactive)?;
-    let env = sandbox_env(home, &info)?;
+    let env = sandbox_env(home, &info, &template)?;
     if let Some(note) = credential_note(&template, &env) {
         eprintln!("moat: {note}");
     }
@@ -364,7 +364,7 @@ fn run(home: &Home, a: RunArgs) -> Result<i32> {
         return Ok(attach(&info.vsock_socket, req, true)?.shell_code());
     }
     // On a terminal: in the session that outlives this process.
-    if session::is_running(&info.vsock_socket)? && !a.args.is_empty() {
+    if !a.args.is_empty() && session::is_running(&info.vsock_socket)? {
         eprintln!("moat: {name} already runs its agent; attaching to it (the arguments are not used)");
     }
     let size = terminal_size().unwrap_or(WinSize { rows: 24, cols: 80 });
@@ -618,9 +618,8 @@ impl Output {
 /// The environment of every process the user starts in the sandbox: the
 /// template's, the sandbox's own variables (set at create), then the
 /// credential placeholders. `exec -e` goes after.
-fn sandbox_env(home: &Home, info: &SandboxInfo) -> Result<Vec<(String, String)>> {
-    let template = Template::builtin(&info.spec.agent)?;
-    let mut vars: Vec<(String, String)> = template.spec.env.into_iter().collect();
+fn sandbox_env(home: &Home, info: &SandboxInfo, template: &Template) -> Result<Vec<(String, String)>> {
+    let mut vars: Vec<(String, String)> = template.spec.env.clone().into_iter().collect();
     vars.extend(info.spec.env.clone());
     let vault = moat_sandbox_core::credentials::open_vault(home)?;
     vars.extend(moat_sandbox_core::credentials::placeholder_env(&vault, &info.spec.name)?);

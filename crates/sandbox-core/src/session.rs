@@ -93,10 +93,35 @@ pub fn take_exit_code(vsock: &Path) -> Result<Option<i32>, AgentError> {
     Ok(parse_status(&out))
 }
 
+/// How long a probe of the guest may take (an exec is tens of milliseconds,
+/// also under emulation), and how much of its output is kept: the guest is
+/// root and may answer slowly, never, or at length.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const PROBE_OUTPUT: usize = 64;
+
 fn capture(vsock: &Path, req: &ExecRequest) -> Result<(ExitStatus, Vec<u8>), AgentError> {
-    let mut out = Vec::new();
-    let status = AgentConn::connect(vsock)?.exec(req)?.wait(|b| out.extend_from_slice(b), |_| {})?;
-    Ok((status, out))
+    capture_within(vsock, req, PROBE_TIMEOUT)
+}
+
+/// Runs `req`, keeping the first [`PROBE_OUTPUT`] bytes of its stdout; gives
+/// up (and leaves the process) after `timeout`.
+fn capture_within(
+    vsock: &Path,
+    req: &ExecRequest,
+    timeout: std::time::Duration,
+) -> Result<(ExitStatus, Vec<u8>), AgentError> {
+    let session = AgentConn::connect(vsock)?.exec(req)?;
+    let input = session.input();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let status = session.wait(|b| out.extend_from_slice(&b[..b.len().min(PROBE_OUTPUT - out.len())]), |_| {});
+        let _ = done.send(status.map(|s| (s, out)));
+    });
+    result.recv_timeout(timeout).unwrap_or_else(|_| {
+        input.hang_up();
+        Err(AgentError::Unexpected("the guest did not answer in time".into()))
+    })
 }
 
 /// The exec whose exit status says whether the session runs (0) or not.
@@ -136,6 +161,63 @@ mod tests {
         assert!(argv.windows(4).any(|w| w == ["set-option", "-g", "prefix", "None"]), "no key is taken from the agent");
         assert_eq!(req.tty, Some(WinSize { rows: 40, cols: 120 }));
         assert_eq!(req.cwd.as_deref(), Some("/work/my app"));
+    }
+
+    /// A guest agent stand-in on a Unix socket that starts the process, sends
+    /// `output` and then says nothing more.
+    fn stalling_guest(dir: &Path, output: Vec<u8>) -> std::path::PathBuf {
+        use moat_proto::exec::{write_frame, Frame};
+        use std::io::{BufRead, Write};
+        let path = dir.join("vsock.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(conn.try_clone().unwrap()).read_line(&mut line).unwrap();
+            conn.write_all(b"OK 1024\n").unwrap();
+            write_frame(&mut conn, &Frame::Started { pid: 7 }).unwrap();
+            for chunk in output.chunks(16 * 1024) {
+                write_frame(&mut conn, &Frame::Stdout(chunk.to_vec())).unwrap();
+            }
+            // Hold the connection open without a word until the host hangs up.
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut conn, &mut rest);
+        });
+        path
+    }
+
+    #[test]
+    fn a_guest_that_stalls_a_probe_costs_a_bounded_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vsock = stalling_guest(tmp.path(), vec![b'7'; 1 << 20]);
+        let started = std::time::Instant::now();
+        let timeout = std::time::Duration::from_millis(500);
+        let err = capture_within(&vsock, &take_status(), timeout).unwrap_err();
+        assert!(err.to_string().contains("did not answer in time"), "{err}");
+        assert!(started.elapsed() < timeout * 10, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_probe_keeps_only_the_start_of_what_the_guest_prints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vsock.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            use moat_proto::exec::{write_frame, Frame};
+            use std::io::{BufRead, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(conn.try_clone().unwrap()).read_line(&mut line).unwrap();
+            conn.write_all(b"OK 1024\n").unwrap();
+            write_frame(&mut conn, &Frame::Started { pid: 7 }).unwrap();
+            for _ in 0..64 {
+                write_frame(&mut conn, &Frame::Stdout(vec![b'9'; 16 * 1024])).unwrap();
+            }
+            write_frame(&mut conn, &Frame::Exit(ExitStatus::Code(0))).unwrap();
+        });
+        let (status, out) = capture(&path, &take_status()).unwrap();
+        assert_eq!(status, ExitStatus::Code(0));
+        assert_eq!(out.len(), PROBE_OUTPUT, "1 MiB printed, {PROBE_OUTPUT} bytes kept");
     }
 
     #[test]
