@@ -69,6 +69,7 @@ pub struct HeaderTemplate {
 pub struct Service {
     pub id: &'static str,
     pub hosts: &'static [&'static str],
+    /// Its authentication headers: the only ones the proxy puts its credential in.
     pub headers: &'static [HeaderTemplate],
     pub env_vars: &'static [&'static str],
     /// Accepted token formats; the first one is used for placeholders.
@@ -86,7 +87,8 @@ pub static SERVICES: &[Service] = &[
     Service {
         id: "anthropic",
         hosts: &["api.anthropic.com"],
-        headers: &[h("x-api-key", "{}")],
+        // API keys go in x-api-key; OAuth tokens (`sk-ant-oat01-`) as a bearer token.
+        headers: &[h("x-api-key", "{}"), h("Authorization", "Bearer {}")],
         env_vars: &["ANTHROPIC_API_KEY"],
         formats: &[
             TokenFormat::range("sk-ant-api03-", Base64Url, 95, 80, 120),
@@ -167,6 +169,13 @@ pub static SERVICES: &[Service] = &[
 
 /// The format of placeholders for custom services (which have none of their own).
 pub const CUSTOM_FORMAT: TokenFormat = TokenFormat::exact("moat-ph-", Alnum, 40);
+
+impl Service {
+    /// Whether `name` is one of the service's authentication headers (case-insensitive).
+    pub fn is_auth_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+}
 
 /// Looks up a built-in service by id.
 pub fn service(id: &str) -> Option<&'static Service> {

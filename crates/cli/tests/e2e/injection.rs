@@ -141,6 +141,13 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     assert_eq!(m.sh("inj", &basic), "ok\n");
 
     let placeholder = m.sh("inj", "printf %s \"$GH_TOKEN\"");
+    // A service that reflects what it was sent shows the guest the placeholder, never the real value.
+    let echoed = m.sh("inj", &format!("curl -sS -i {auth} {gh}/echo"));
+    assert!(!echoed.contains(&real), "the real token came back:\n{echoed}");
+    assert!(echoed.contains(&format!("HTTP/1.1 401 bad credential token {placeholder}\r\n")), "{echoed}");
+    assert!(echoed.contains(&format!("X-Echo: token {placeholder}")), "{echoed}");
+    assert!(echoed.contains(&format!("Authorization: token {placeholder}")), "the body too:\n{echoed}");
+    assert_eq!(up.request("/echo")["auth"], format!("token {real}"), "the service did get the real value");
     // In the fine-grained token format (which every GitHub client accepts), whatever the real one's.
     assert!(placeholder.starts_with("github_pat_") && placeholder != real, "{placeholder}");
     // gh's own config carries the same placeholder, private to `agent`.

@@ -264,7 +264,56 @@ impl IpNet {
     pub(crate) fn masked(&self, ip: IpAddr) -> IpAddr {
         mask(ip, self.prefix)
     }
+
+    /// The last address inside.
+    pub fn last(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(v4) => {
+                let host = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(v4) | host))
+            }
+            IpAddr::V6(v6) => {
+                let host = u128::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) | host))
+            }
+        }
+    }
+
+    /// True if the network names addresses of `class` on purpose: a single
+    /// address, or a network that lies inside that kind of space from its
+    /// first address to its last. `0.0.0.0/0`, `::/0` or `169.254.0.0/16`
+    /// cover loopback or the metadata service without naming them.
+    pub fn names(&self, class: AddressClass) -> bool {
+        self.is_host() || (classify(self.addr) == class && classify(self.last()) == class)
+    }
+
+    /// True if any address inside is special (loopback, private, metadata, …).
+    pub fn covers_special(&self) -> bool {
+        if classify(self.addr).is_special() || classify(self.last()).is_special() {
+            return true;
+        }
+        SPECIAL_STARTS.iter().any(|&ip| self.contains(ip))
+    }
 }
+
+/// The first address of every special range, so a network whose own ends are
+/// public (`8.0.0.0/5`, `2000::/3`) is still seen to cover one inside it.
+const SPECIAL_STARTS: [IpAddr; 14] = [
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)),
+    IpAddr::V4(Ipv4Addr::new(100, 64, 0, 0)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+    IpAddr::V4(Ipv4Addr::new(169, 254, 0, 0)),
+    IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)),
+    IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)),
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)),
+    IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)),
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0)),
+    IpAddr::V6(Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0)),
+    IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+    IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1)),
+];
 
 /// `ip` truncated to `prefix` bits.
 pub(crate) fn mask(ip: IpAddr, prefix: u8) -> IpAddr {

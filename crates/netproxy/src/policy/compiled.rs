@@ -19,7 +19,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::address::{canonical, special_class};
+use super::address::{canonical, special_class, AddressClass};
 use super::decision::{Decision, Origin, Reason, Request, RuleEntry, Verdict};
 use super::host::{parse_target, Target, MAX_NAME_LEN};
 use super::index::{FxMap, Hits, Table};
@@ -137,7 +137,7 @@ impl CompiledPolicy {
                 return Decision::new(Verdict::Deny, Reason::SpecialAddress(ip, class));
             }
             return self
-                .explicit_allow(req, name, ip)
+                .explicit_allow(req, name, ip, class)
                 .unwrap_or(Decision::new(Verdict::Deny, Reason::SpecialAddress(ip, class)));
         }
         match (literal, hits.allow) {
@@ -150,8 +150,16 @@ impl CompiledPolicy {
     /// A user's allow rule naming `ip` or `name` exactly, if any. A preset's
     /// names never count: that a host the preset allows resolved to a special
     /// address is no reason to reach it.
-    fn explicit_allow(&self, req: &Request<'_>, name: Option<&str>, ip: IpAddr) -> Option<Decision> {
-        let mut hits = Hits::user_rules();
+    /// An address rule counts only if it names that kind of address on
+    /// purpose (`0.0.0.0/0` covers loopback without naming it).
+    fn explicit_allow(
+        &self,
+        req: &Request<'_>,
+        name: Option<&str>,
+        ip: IpAddr,
+        class: AddressClass,
+    ) -> Option<Decision> {
+        let mut hits = Hits::naming(class);
         for table in self.tables(req.sandbox) {
             table.net_hits(ip, req.port, &mut hits);
             if let Some(name) = name {

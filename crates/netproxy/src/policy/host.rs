@@ -36,6 +36,8 @@ pub enum NameProblem {
     BareStar,
     /// Nothing at all.
     Empty,
+    /// `**.` or `*.` with nothing after the dot.
+    DanglingWildcard,
 }
 
 impl fmt::Display for NameProblem {
@@ -58,6 +60,9 @@ impl fmt::Display for NameProblem {
                 f.write_str("'*' alone is not a pattern; use '**' for every host or '*.example.com'")
             }
             NameProblem::Empty => f.write_str("the host is empty"),
+            NameProblem::DanglingWildcard => f.write_str(
+                "'**.' names no domain; write '**' for every host or '**.example.com' for a domain's subdomains",
+            ),
         }
     }
 }
@@ -120,6 +125,10 @@ impl HostPattern {
             return Err(NameProblem::NonAscii);
         }
         let lower = input.to_ascii_lowercase();
+        if lower == "**." || lower == "*." {
+            // Not "every host" spelled with a trailing dot: a domain is missing.
+            return Err(NameProblem::DanglingWildcard);
+        }
         let s = lower.strip_suffix('.').unwrap_or(&lower);
         let (make, rest): (fn(Box<str>) -> HostPattern, &str) = match s {
             "**" => return Ok(HostPattern::Everything),

@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::address::mask;
+use super::address::{mask, AddressClass};
 use super::decision::RuleEntry;
 use super::host::HostPattern;
 use super::rule::{Action, PortSet, Resource};
@@ -55,19 +55,28 @@ pub(crate) struct Entry {
 pub(crate) struct Hits<'a> {
     pub(crate) deny: Option<&'a Entry>,
     pub(crate) allow: Option<&'a Entry>,
-    /// Only the user's own rules count (not a preset's).
-    user_only: bool,
+    /// Only the user's own rules count (not a preset's), and of address
+    /// rules only those that name this class of address on purpose.
+    naming: Option<AddressClass>,
 }
 
 impl<'a> Hits<'a> {
-    /// Hits that take only the user's own rules.
-    pub(crate) fn user_rules() -> Self {
-        Hits { user_only: true, ..Hits::default() }
+    /// Hits that take only the user's own rules naming a `class` address
+    /// (or its host by name): what opens a special address.
+    pub(crate) fn naming(class: AddressClass) -> Self {
+        Hits { naming: Some(class), ..Hits::default() }
     }
 
     fn offer(&mut self, entries: &'a [Entry], port: u16) {
-        let user_only = self.user_only;
-        let counts = move |e: &&Entry| !user_only || e.rule.origin == super::decision::Origin::User;
+        let naming = self.naming;
+        let counts = move |e: &&Entry| {
+            let Some(class) = naming else { return true };
+            e.rule.origin == super::decision::Origin::User
+                && match &e.rule.rule.resource {
+                    Resource::Net { net, .. } => net.names(class),
+                    Resource::Host { .. } => true,
+                }
+        };
         for e in entries.iter().filter(|e| e.ports.contains(port)).filter(counts) {
             match e.action {
                 Action::Deny => self.deny = self.deny.or(Some(e)),

@@ -28,7 +28,7 @@ pub use decision::{Decision, Origin, Reason, Remedy, Request, RuleEntry, Verdict
 pub use host::{HostPattern, NameProblem, HOST_ALIAS, MAX_NAME_LEN};
 pub use preset::{Preset, PresetError};
 pub use rule::{
-    parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, Scope,
-    VALID_FORMS,
+    parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, RuleRefused,
+    Scope, VALID_FORMS,
 };
 pub use shared::Policy;

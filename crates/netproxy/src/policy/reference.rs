@@ -116,6 +116,7 @@ impl LinearPolicy {
             let explicit = |r: &Rule| match (&r.resource, name) {
                 (Resource::Host { pattern: HostPattern::Exact(n), .. }, Some(name)) if **n == *name => true,
                 (Resource::Host { pattern: HostPattern::Everything, .. }, _) => false,
+                (Resource::Net { net, .. }, _) => net.names(class) && net.contains(ip),
                 (resource, _) => resource_covers_ip(resource, ip),
             };
             return self

@@ -357,6 +357,20 @@ impl Rule {
         }
     }
 
+    /// Refuses a new rule that would open more than its author likely
+    /// meant: an allow for an address or network reaching loopback, private,
+    /// link-local or metadata addresses with no port written (which would
+    /// open every port there). Checked when a rule is added, not when stored
+    /// rules are read, so a policy written before the check keeps working.
+    pub fn check_new(&self) -> Result<(), RuleRefused> {
+        match (&self.action, &self.resource) {
+            (Action::Allow, Resource::Net { net, ports: Ports::Default }) if net.covers_special() => {
+                Err(RuleRefused { rule: self.clone(), net: *net })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// True if the rule applies to `sandbox`.
     pub fn applies_to(&self, sandbox: &str) -> bool {
         match &self.scope {
@@ -374,6 +388,27 @@ impl fmt::Display for Rule {
             Scope::Global => Ok(()),
             Scope::Sandbox(name) => write!(f, " --sandbox {name}"),
         }
+    }
+}
+
+/// A new rule [`Rule::check_new`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{rule}` would open every port of {net}, which reaches loopback, private or metadata addresses; \
+     name the port ({example}:5432) or, if every port is meant, say so ({example}:*)",
+    example = port_example(net)
+)]
+pub struct RuleRefused {
+    /// The rule as asked for.
+    pub rule: Rule,
+    /// Its network.
+    pub net: IpNet,
+}
+
+fn port_example(net: &IpNet) -> String {
+    match net.addr().is_ipv6() {
+        true => format!("[{net}]"),
+        false => net.to_string(),
     }
 }
 

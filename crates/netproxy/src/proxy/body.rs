@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::head::Framing;
 use super::io::Conn;
+use super::scrub::Scrubber;
 
 /// The longest chunk-size line or trailer line accepted.
 const MAX_LINE: usize = 4096;
@@ -41,15 +42,18 @@ impl std::fmt::Display for BodyError {
 /// Copies a body framed as `src` from `from` to `to`, framed as `dst`
 /// (`Length` only if `src` has the same length; `Chunked` or `UntilClose`
 /// otherwise). `idle` bounds each wait for the sender. Bytes queued on `to`
-/// (the message head) leave with the first piece, or at the end.
+/// (the message head) leave with the first piece, or at the end. With a
+/// `scrub`ber the body passes through it (`dst` must then be `Length` only
+/// if the scrubber keeps lengths).
 pub(crate) async fn relay(
     from: &mut Conn,
     src: Framing,
     to: &mut Conn,
     dst: Framing,
     idle: Duration,
+    scrub: Option<&mut Scrubber>,
 ) -> Result<(), BodyError> {
-    let mut out = Encoder { to, chunked: dst == Framing::Chunked };
+    let mut out = Encoder { to, chunked: dst == Framing::Chunked, scrub };
     match src {
         Framing::Empty => {}
         Framing::Length(len) => copy_exact(from, &mut out, len, idle).await?,
@@ -79,10 +83,22 @@ pub(crate) async fn relay(
 struct Encoder<'a> {
     to: &'a mut Conn,
     chunked: bool,
+    scrub: Option<&'a mut Scrubber>,
 }
 
 impl Encoder<'_> {
     async fn data(&mut self, bytes: &[u8]) -> Result<(), BodyError> {
+        match self.scrub.as_mut().map(|s| s.piece(bytes)) {
+            Some(clean) => self.write(&clean).await,
+            None => self.write(bytes).await,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), BodyError> {
+        if bytes.is_empty() {
+            // An empty chunk would end a chunked body.
+            return Ok(());
+        }
         let result = match self.chunked {
             true => {
                 let mut framed = format!("{:x}\r\n", bytes.len()).into_bytes();
@@ -95,7 +111,10 @@ impl Encoder<'_> {
         result.map_err(BodyError::Write)
     }
 
-    async fn finish(self) -> Result<(), BodyError> {
+    async fn finish(mut self) -> Result<(), BodyError> {
+        if let Some(rest) = self.scrub.as_mut().map(|s| s.finish()) {
+            self.write(&rest).await?;
+        }
         match self.chunked {
             true => self.to.write_all(b"0\r\n\r\n").await.map_err(BodyError::Write),
             false => self.to.write_queued().await.map_err(BodyError::Write),
@@ -203,7 +222,7 @@ mod tests {
         drop(client);
         let mut from = Conn::new(Box::new(proxy_side));
         let mut to = Conn::new(Box::new(sink_side));
-        let result = relay(&mut from, src, &mut to, Framing::Chunked, Duration::from_secs(5)).await;
+        let result = relay(&mut from, src, &mut to, Framing::Chunked, Duration::from_secs(5), None).await;
         drop(to);
         let mut out = Vec::new();
         sink.read_to_end(&mut out).await.expect("read");
@@ -227,7 +246,9 @@ mod tests {
         to.queue(b"HEAD\r\n\r\n");
         let idle = Duration::from_secs(5);
         let relayed =
-            tokio::spawn(async move { relay(&mut from, Framing::Chunked, &mut to, Framing::Chunked, idle).await });
+            tokio::spawn(
+                async move { relay(&mut from, Framing::Chunked, &mut to, Framing::Chunked, idle, None).await },
+            );
         let mut head = [0u8; 8];
         let waited = tokio::time::timeout(Duration::from_secs(2), sink.read_exact(&mut head)).await;
         assert!(waited.is_ok(), "the head was held back until the body's first chunk");
@@ -248,7 +269,9 @@ mod tests {
         let mut to = Conn::new(Box::new(sink_side));
         from.fill().await.expect("fill");
         to.queue(b"HEAD\r\n\r\n");
-        relay(&mut from, Framing::Length(5), &mut to, Framing::Length(5), Duration::from_secs(5)).await.expect("relay");
+        relay(&mut from, Framing::Length(5), &mut to, Framing::Length(5), Duration::from_secs(5), None)
+            .await
+            .expect("relay");
         assert_eq!(to.written, 13);
         drop(to);
         let mut out = Vec::new();

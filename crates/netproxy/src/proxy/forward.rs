@@ -16,6 +16,7 @@ use super::intercept::Headers;
 use super::io::Conn;
 use super::record::Tracker;
 use super::reply;
+use super::scrub::Scrubber;
 use super::server::Inner;
 use super::target::{self, Authority};
 use super::upstream::{Connected, Refusal};
@@ -191,6 +192,15 @@ async fn exchange(
     upstream: &mut Option<Upstream>,
 ) -> bool {
     let method = req.head.method.clone();
+    if matches!(mode, Mode::Intercepted { .. }) && echoes_request(&method) {
+        let (host, port) = mode.fallback();
+        let mut tracker = Tracker::start(&inner.sink, sandbox, &method, host, port, mode.log_mode());
+        let why = format!("{method} echoes the request, credentials included; refused where the proxy adds them");
+        tracker.note(why.clone());
+        let _ = client.write_all(&reply::method_not_allowed(&why)).await;
+        tracker.finish(LogVerdict::Denied);
+        return false;
+    }
     let target = match target(&req, mode) {
         Ok(t) => t,
         Err(why) => {
@@ -218,6 +228,14 @@ async fn exchange(
     if let Some(note) = note {
         tracker.note(note);
     }
+    let mut scrubber = match (&inner.intercept, &*mode) {
+        (Some(hook), Mode::Intercepted { .. }) => Scrubber::new(&hook.redactions(sandbox, &target.host)),
+        _ => None,
+    };
+    if scrubber.is_some() {
+        // An encoded answer could not be checked for the credential.
+        let _ = headers.set("Accept-Encoding", b"identity");
+    }
 
     let up = match upstream_for(inner, &policy, &request, mode, upstream).await {
         Ok(up) => up,
@@ -235,8 +253,11 @@ async fn exchange(
         }
     };
     let (up_before, down_before) = (up.conn.written, up.conn.read);
-    let outcome = relay(inner, client, &req, &target, headers, up).await;
+    let outcome = relay(inner, client, &req, &target, headers, up, scrubber.as_mut()).await;
     tracker.bytes(up.conn.written - up_before, up.conn.read - down_before);
+    if let Some(n) = scrubber.as_ref().map(|s| s.replaced).filter(|&n| n > 0) {
+        tracker.note(format!("took the credential out of the answer ({n}×)"));
+    }
     up.last_used = Instant::now();
     match outcome {
         Ok(done) => {
@@ -346,6 +367,7 @@ async fn relay(
     target: &Target,
     headers: Headers,
     up: &mut Upstream,
+    mut scrub: Option<&mut Scrubber>,
 ) -> Result<Done, Failure> {
     let limits = &inner.limits;
     let method = &req.head.method;
@@ -365,7 +387,7 @@ async fn relay(
         // The head leaves with the body's first piece (or alone, if it has none).
         up.conn.queue(&out);
     }
-    match body::relay(client, req.framing, &mut up.conn, req.framing, limits.idle_timeout).await {
+    match body::relay(client, req.framing, &mut up.conn, req.framing, limits.idle_timeout, None).await {
         Ok(()) => {}
         Err(BodyError::Framing(why)) => return Err(Failure::Client(why)),
         Err(BodyError::Read(e)) => return Err(Failure::Midway(format!("reading the request body failed: {e}"))),
@@ -383,7 +405,7 @@ async fn relay(
         };
         match head.status {
             101 if websocket && head.tokens("upgrade") == ["websocket"] => {
-                return splice_websocket(client, &head, up).await;
+                return splice_websocket(client, &head, up, scrub).await;
             }
             101 => {
                 return Err(Failure::Upstream(
@@ -396,9 +418,13 @@ async fn relay(
         }
     };
     let framing = head::response_framing(&response, method).map_err(|why| Failure::Upstream(why.to_string()))?;
+    let resized = scrub.as_ref().is_some_and(|s| !s.keeps_length());
     let to_client = match (framing, req.head.http10) {
         (Framing::Chunked | Framing::UntilClose, true) => Framing::UntilClose,
         (Framing::UntilClose, false) => Framing::Chunked,
+        // The scrubbed body may not have the length the service announced.
+        (Framing::Length(_), false) if resized => Framing::Chunked,
+        (Framing::Length(_), true) if resized => Framing::UntilClose,
         (f, _) => f,
     };
     let close_client = req.close || to_client == Framing::UntilClose;
@@ -407,13 +433,44 @@ async fn relay(
         // HEAD and 304 responses describe the body they would have had.
         headers.extend(response.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")).cloned());
     }
+    let mut response = response;
+    if let Some(s) = scrub.as_deref_mut() {
+        if framing != Framing::Empty {
+            if let Some(coding) = unreadable_coding(&response) {
+                return Err(Failure::Upstream(format!(
+                    "the service answered in {coding} encoding although asked for none; \
+                     it could hold the credential, so it is not passed on"
+                )));
+            }
+        }
+        scrub_head(s, &mut response, &mut headers);
+    }
     let out = head::write_response(&response, &headers, to_client, close_client);
     client.queue(&out);
-    body::relay(&mut up.conn, framing, client, to_client, limits.response_timeout)
+    body::relay(&mut up.conn, framing, client, to_client, limits.response_timeout, scrub)
         .await
         .map_err(|e| Failure::Midway(format!("relaying the response body failed: {e}")))?;
     let upstream_close = response.http10 || response.tokens("connection").iter().any(|t| t == "close");
     Ok(Done { close_client, reuse_upstream: framing != Framing::UntilClose && !upstream_close, websocket: false })
+}
+
+/// Methods whose answer repeats the request, headers and all.
+fn echoes_request(method: &str) -> bool {
+    method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("TRACK")
+}
+
+/// The content coding of a response, if it is one the proxy cannot read through.
+fn unreadable_coding(response: &head::Head) -> Option<String> {
+    let codings = response.tokens("content-encoding");
+    codings.into_iter().find(|c| c != "identity")
+}
+
+/// Takes the secrets out of a response's reason phrase and headers.
+fn scrub_head(scrub: &mut Scrubber, response: &mut head::Head, headers: &mut [(String, Vec<u8>)]) {
+    response.reason = String::from_utf8_lossy(&scrub.whole(response.reason.as_bytes())).into_owned();
+    for (_, value) in headers.iter_mut() {
+        *value = scrub.whole(value);
+    }
 }
 
 /// A WebSocket opening handshake the proxy relays: `GET` without a body,
@@ -429,11 +486,20 @@ fn wants_websocket(req: &head::Request) -> bool {
 /// bytes both ways, untouched, until both sides are done. The connection
 /// was decided (and its credentials injected) on the handshake request; the
 /// frames after it are the peers' own.
-async fn splice_websocket(client: &mut Conn, response: &head::Head, up: &mut Upstream) -> Result<Done, Failure> {
-    let mut headers = head::end_to_end(response, false);
+async fn splice_websocket(
+    client: &mut Conn,
+    response: &head::Head,
+    up: &mut Upstream,
+    scrub: Option<&mut Scrubber>,
+) -> Result<Done, Failure> {
+    let mut response = response.clone();
+    let mut headers = head::end_to_end(&response, false);
+    if let Some(s) = scrub {
+        scrub_head(s, &mut response, &mut headers);
+    }
     headers.push(("Connection".to_string(), b"Upgrade".to_vec()));
     headers.push(("Upgrade".to_string(), b"websocket".to_vec()));
-    let out = head::write_response(response, &headers, Framing::Empty, false);
+    let out = head::write_response(&response, &headers, Framing::Empty, false);
     client.write_all(&out).await.map_err(|e| Failure::Midway(format!("writing the response failed: {e}")))?;
     tokio::io::copy_bidirectional(client, &mut up.conn)
         .await

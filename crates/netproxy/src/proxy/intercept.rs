@@ -9,6 +9,12 @@
 //! sees them through [`Intercept::inspect`], so it can note a placeholder
 //! sent somewhere it does not belong. A tunnelled (not intercepted) TLS
 //! connection is opaque: no hook runs.
+//!
+//! What the hook swapped in must not come back: for every intercepted
+//! request the proxy asks [`Intercept::redactions`] which values to take out
+//! of the answer (headers, reason phrase and body, wherever the value is
+//! split), asks the service for an unencoded body so it can, and refuses
+//! `TRACE`/`TRACK` (which echo the request) before the hook runs.
 
 use std::fmt;
 
@@ -28,6 +34,37 @@ pub trait Intercept: Send + Sync {
     fn inspect(&self, sandbox: &str, host: &str, headers: &Headers) -> Option<String> {
         let _ = (sandbox, host, headers);
         None
+    }
+
+    /// The values that must never reach `sandbox` from `host`'s answers
+    /// (the real credentials the hook may send there), each with what
+    /// replaces it. Asked for every intercepted request.
+    fn redactions(&self, sandbox: &str, host: &str) -> Vec<Redaction> {
+        let _ = (sandbox, host);
+        Vec::new()
+    }
+}
+
+/// A value taken out of responses and what replaces it. `Debug` prints lengths only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redaction {
+    pub(crate) secret: Vec<u8>,
+    pub(crate) replacement: Vec<u8>,
+}
+
+impl Redaction {
+    /// Replace `secret` with `replacement` (e.g. the real credential with the sandbox's placeholder).
+    pub fn new(secret: Vec<u8>, replacement: Vec<u8>) -> Redaction {
+        Redaction { secret, replacement }
+    }
+}
+
+impl fmt::Debug for Redaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redaction")
+            .field("secret_len", &self.secret.len())
+            .field("replacement_len", &self.replacement.len())
+            .finish()
     }
 }
 

@@ -39,6 +39,7 @@ mod io;
 mod record;
 mod reply;
 mod resolve;
+mod scrub;
 mod server;
 mod sni;
 mod target;
@@ -47,6 +48,6 @@ mod tunnel;
 mod upstream;
 
 pub use ca::{CaError, CertificateAuthority, CA_FILE, DEFAULT_LEAF_CACHE};
-pub use intercept::{HeaderError, Headers, Intercept};
+pub use intercept::{HeaderError, Headers, Intercept, Redaction};
 pub use resolve::{OrSystem, Resolve, ResolveFuture, StaticResolver, SystemResolver};
 pub use server::{Limits, Proxy, ProxyConfig, ProxyError};

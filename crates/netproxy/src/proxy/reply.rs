@@ -45,6 +45,11 @@ pub(crate) fn bad_request(why: &str) -> Vec<u8> {
     response(400, "Bad Request", &format!("Moat refused a malformed request: {why}.\n"))
 }
 
+/// A complete `405 Method Not Allowed` response.
+pub(crate) fn method_not_allowed(why: &str) -> Vec<u8> {
+    response(405, "Method Not Allowed", &format!("Moat refused this request: {why}.\n"))
+}
+
 /// A complete `502 Bad Gateway` response.
 pub(crate) fn bad_gateway(why: &str) -> Vec<u8> {
     response(502, "Bad Gateway", &format!("Moat could not complete the request: {why}.\n"))

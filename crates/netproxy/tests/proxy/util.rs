@@ -223,6 +223,64 @@ impl Upstream {
     }
 }
 
+/// A TLS server that reflects each request back in the shape its path asks
+/// for, like a service that echoes what it was sent: `/length` (the request
+/// head as a `Content-Length` body), `/chunked` (the same in 5-byte chunks,
+/// each its own TLS record), `/header` (the `Authorization` value in the
+/// reason phrase and an `X-Echo` header, empty body), `/gzip` (the head,
+/// labelled `Content-Encoding: gzip`). Request heads are recorded in `raw`.
+async fn reflector(ip: [u8; 4], tls: Arc<rustls::ServerConfig>) -> Upstream {
+    Upstream::serve_tcp(ip, move |tcp, raw| {
+        let tls = Arc::clone(&tls);
+        async move {
+            let Ok(mut stream) = TlsAcceptor::from(tls).accept(tcp).await else { return };
+            loop {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                raw.lock().expect("lock").extend_from_slice(&head);
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                let auth = text
+                    .lines()
+                    .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("authorization")))
+                    .map(|(_, v)| v.trim().to_string())
+                    .unwrap_or_default();
+                let answer = match path.as_str() {
+                    "/chunked" => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+                        for piece in head.chunks(5) {
+                            let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
+                            let _ = stream.write_all(&chunk).await;
+                            let _ = stream.flush().await;
+                        }
+                        b"0\r\n\r\n".to_vec()
+                    }
+                    "/header" => format!("HTTP/1.1 401 bad key {auth}\r\nX-Echo: {auth}\r\nContent-Length: 0\r\n\r\n")
+                        .into_bytes(),
+                    "/gzip" => [
+                        format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", head.len())
+                            .as_bytes(),
+                        &head,
+                    ]
+                    .concat(),
+                    _ => [format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).as_bytes(), &head]
+                        .concat(),
+                };
+                if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// What the raw server answers to an HTTP request.
 pub const FIXED_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
@@ -284,6 +342,8 @@ pub struct Fixture {
     pub raw: Upstream,
     /// Answers `101` and echoes, on the API's address.
     pub ws: Upstream,
+    /// Reflects requests back over TLS ([`reflector`]), on the API's address.
+    pub reflect: Upstream,
 }
 
 impl Fixture {
@@ -296,6 +356,7 @@ impl Fixture {
         let tls = ca.server_config(&CERT_NAMES);
         let api_tls = Upstream::http(API_IP, Some(Arc::clone(&tls))).await;
         let api_http = Upstream::http(API_IP, None).await;
+        let reflect = reflector(API_IP, Arc::clone(&tls)).await;
         let evil_tls = Upstream::http(EVIL_IP, Some(tls)).await;
         let evil_http = Upstream::http(EVIL_IP, None).await;
         let raw = Upstream::raw_server(RAW_IP).await;
@@ -316,7 +377,7 @@ impl Fixture {
         config.extra_roots_pem = vec![ca.pem.clone()];
         config.limits.first_byte_timeout = Duration::from_millis(300);
         let proxy = Proxy::new(config).expect("proxy");
-        Fixture { proxy, policy, sink, upstream_ca: ca.pem, api_tls, api_http, evil_tls, evil_http, raw, ws }
+        Fixture { proxy, policy, sink, upstream_ca: ca.pem, api_tls, api_http, evil_tls, evil_http, raw, ws, reflect }
     }
 
     /// Replaces the rules (one per line) on top of `preset`.

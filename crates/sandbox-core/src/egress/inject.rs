@@ -4,9 +4,12 @@
 //! For a TLS connection to a managed service's own host (one with a
 //! credential for this sandbox), the proxy terminates TLS and this
 //! hook, request by request:
-//! - swaps each of *this sandbox's* placeholders for *that service* in any
-//!   header word (`Bearer ph`, `token ph`, a bare `ph`) or inside HTTP Basic
-//!   credentials (git's `x-access-token:ph`) for the real value;
+//! - swaps each of *this sandbox's* placeholders for *that service* in the
+//!   service's own authentication headers (the catalog's: `Authorization`,
+//!   `x-api-key`, …), as a header word (`Bearer ph`, `token ph`, a bare
+//!   `ph`) or inside HTTP Basic credentials (git's `x-access-token:ph`), for
+//!   the real value; a placeholder in any other header stays (and is noted),
+//!   so a header the service reflects never carries the credential;
 //! - drops any header carrying a real-looking credential of that service
 //!   the guest supplied itself (only placeholders are trusted to be ours);
 //! - leaves other placeholders alone and notes them.
@@ -15,6 +18,9 @@
 //! guest: the proxy sets its header from its template on every TLS request to
 //! its hosts.
 //!
+//! Every answer from those hosts has the real values taken out again
+//! ([`Intercept::redactions`]: each becomes the sandbox's placeholder).
+//!
 //! Nothing is ever injected on plain HTTP, into another host, or after a
 //! redirect (each request is judged by its own host, and clients send the
 //! placeholder again, unchanged). Plain-HTTP requests carrying a placeholder
@@ -22,7 +28,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use moat_netproxy::proxy::{Headers, Intercept};
+use moat_netproxy::proxy::{Headers, Intercept, Redaction};
 use moat_proto::egress::HomeFile;
 use moat_secrets::{catalog, Scope, Vault};
 
@@ -162,13 +168,23 @@ impl Intercept for CredentialInjector {
         let mut injected = false;
         let mut stripped = Vec::new();
         let mut edits = Vec::new();
+        let mut elsewhere = Vec::new();
         for (name, value) in headers.iter() {
             let Ok(text) = std::str::from_utf8(value) else { continue };
             match rewrite_value(text, &mut |w| classify(w, &mut notes)) {
                 Rewritten::Same => {}
                 Rewritten::Strip => stripped.push(name.to_string()),
-                Rewritten::New(v) => edits.push((name.to_string(), v)),
+                Rewritten::New(v) if service.is_auth_header(name) => edits.push((name.to_string(), v)),
+                Rewritten::New(_) => elsewhere.push(name.to_string()),
             }
+        }
+        for name in elsewhere {
+            let verb = if service.headers.len() == 1 { "carries" } else { "carry" };
+            notes.push(format!(
+                "the {} placeholder in {name} left as is: only {} {verb} the credential",
+                service.id,
+                auth_header_names(service)
+            ));
         }
         for (name, value) in edits {
             injected |= headers.set(&name, value.as_bytes()).is_ok();
@@ -182,6 +198,17 @@ impl Intercept for CredentialInjector {
         (!notes.is_empty()).then(|| notes.join("; "))
     }
 
+    fn redactions(&self, sandbox: &str, host: &str) -> Vec<Redaction> {
+        let Some(service) = self.managed(sandbox, host) else { return Vec::new() };
+        let id = service.id();
+        let (Ok(Some(real)), Ok(placeholder)) =
+            (self.vault.resolve(sandbox, &id), self.vault.placeholder(&id, sandbox))
+        else {
+            return Vec::new();
+        };
+        vec![Redaction::new(real.expose().as_bytes().to_vec(), placeholder.into_bytes())]
+    }
+
     fn inspect(&self, sandbox: &str, host: &str, headers: &Headers) -> Option<String> {
         for (_, value) in headers.iter() {
             let Ok(text) = std::str::from_utf8(value) else { continue };
@@ -193,6 +220,12 @@ impl Intercept for CredentialInjector {
         }
         None
     }
+}
+
+/// `Authorization` or `x-api-key and Authorization`, for notes.
+fn auth_header_names(service: &catalog::Service) -> String {
+    let names: Vec<&str> = service.headers.iter().map(|h| h.name).collect();
+    names.join(" and ")
 }
 
 enum Rewritten {

@@ -31,6 +31,9 @@ pub enum PolicyStoreError {
     /// The database was written by a newer Moat.
     #[error("the policy database has schema version {0}, newer than this moat understands; upgrade moat")]
     TooNew(i64),
+    /// A new rule would open more than its author likely meant.
+    #[error(transparent)]
+    Refused(#[from] moat_netproxy::policy::RuleRefused),
     /// A stored row does not parse (edited by hand, or a bug).
     #[error("stored rule {id} ({text:?}) is invalid; remove it with `moat policy rm {id}`")]
     Corrupt {
@@ -94,6 +97,9 @@ impl PolicyStore {
     /// Adds rules (one already present is kept, not duplicated). Returns the
     /// stored rows of `rules`, in order.
     pub fn add(&mut self, rules: &[Rule]) -> Result<Vec<StoredRule>, PolicyStoreError> {
+        for rule in rules {
+            rule.check_new()?;
+        }
         let now = now_secs();
         let tx = self.db.transaction()?;
         for rule in rules {
@@ -239,5 +245,23 @@ mod tests {
             .unwrap();
         let err = store.rules().unwrap_err().to_string();
         assert!(err.contains("moat policy rm 1"), "{err}");
+    }
+
+    #[test]
+    fn a_new_address_rule_opening_every_port_of_private_space_is_refused_but_old_rows_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let mut store = PolicyStore::open(&path).unwrap();
+        let err = store.add(&[rule("allow network a.test"), rule("allow network 10.0.0.0/8")]).unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/8:*"), "{err}");
+        assert_eq!(store.rules().unwrap(), vec![], "nothing of the list was added");
+        store.add(&[rule("allow network 10.0.0.0/8:*")]).unwrap();
+        // A row stored before the check existed keeps working (and can be removed).
+        Connection::open(&path)
+            .unwrap()
+            .execute("INSERT INTO rules (rule, created_at) VALUES ('allow network 192.168.0.0/16', 0)", [])
+            .unwrap();
+        assert_eq!(store.load().unwrap().1.len(), 2);
+        assert_eq!(store.remove(&[rule("allow network 192.168.0.0/16")]).unwrap(), 1);
     }
 }

@@ -250,3 +250,61 @@ fn every_spelling_of_a_special_address_is_refused_under_allow_all() {
         assert!(!allowed, "{host} -> {resolved}: {by_name}");
     }
 }
+
+#[test]
+fn a_network_that_merely_covers_loopback_or_metadata_does_not_open_it() {
+    let req = super::Request::new("s", "svc.test", 443);
+    let at = |p: &super::super::CompiledPolicy, ip: &str| p.decide_address(&req, ip.parse().unwrap()).is_allowed();
+    let everything = policy(Preset::AllowAll, "allow network 0.0.0.0/0:*\nallow network [::/0]:*");
+    for ip in ["127.0.0.1", "169.254.169.254", "10.0.0.1", "::1", "fd00:ec2::254", "::ffff:127.0.0.1"] {
+        assert!(!at(&everything, ip), "{ip} opened by a rule for the whole address space");
+        assert!(!decide(&everything, "s", ip, 443).is_allowed(), "{ip} as a literal");
+    }
+    assert!(at(&everything, "8.8.8.8"), "public addresses are unaffected");
+    // The link-local network opens link-local hosts, not the metadata service inside it.
+    let link_local = policy(Preset::DenyAll, "allow network 169.254.0.0/16:*");
+    assert!(at(&link_local, "169.254.1.1"));
+    assert!(!at(&link_local, "169.254.169.254"));
+    assert!(!at(&policy(Preset::DenyAll, "allow network 169.254.169.254:80"), "169.254.169.254"), "port 443");
+    assert!(at(&policy(Preset::DenyAll, "allow network 169.254.169.254:443"), "169.254.169.254"));
+    // A network inside one kind of space names it; one straddling public space does not.
+    assert!(at(&policy(Preset::DenyAll, "allow network 127.0.0.0/8:*"), "127.0.0.9"));
+    assert!(at(&policy(Preset::DenyAll, "allow network 10.1.0.0/16:*"), "10.1.2.3"));
+    assert!(!at(&policy(Preset::DenyAll, "allow network 8.0.0.0/5:*"), "10.1.2.3"));
+    assert!(!at(&policy(Preset::DenyAll, "allow network 172.0.0.0/8:*"), "172.16.0.1"));
+    assert!(at(&policy(Preset::DenyAll, "allow network [fc00::/7]:*"), "fd12::1"));
+    // Naming the host still works, whatever it resolves to.
+    assert!(at(&policy(Preset::DenyAll, "allow network svc.test"), "127.0.0.1"));
+}
+
+#[test]
+fn a_new_address_rule_reaching_special_addresses_must_name_its_ports() {
+    let check = |text: &str| text.parse::<super::super::Rule>().unwrap().check_new().map_err(|e| e.to_string());
+    for text in [
+        "allow network 10.0.0.0/8",
+        "allow network 127.0.0.2",
+        "allow network 192.168.1.0/24",
+        "allow network 169.254.169.254",
+        "allow network 8.0.0.0/5",
+        "allow network 0.0.0.0/0",
+        "allow network fd00::/8",
+        "allow network ::/0",
+        "allow network 10.0.0.0/8 --sandbox web",
+    ] {
+        let err = check(text).expect_err(text);
+        assert!(err.contains("every port") && err.contains(":5432") && err.contains(":*"), "{text}: {err}");
+    }
+    let err = check("allow network fd00::/8").unwrap_err();
+    assert!(err.contains("[fd00::/8]:*"), "IPv6 in brackets: {err}");
+    for text in [
+        "allow network 10.0.0.0/8:5432",
+        "allow network 10.0.0.0/8:*",
+        "allow network 8.8.8.8",
+        "allow network 203.0.114.0/24",
+        "deny network 10.0.0.0/8",
+        "allow network localhost:8080",
+        "allow network **",
+    ] {
+        assert_eq!(check(text), Ok(()), "{text}");
+    }
+}

@@ -1,6 +1,6 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use moat_netproxy::proxy::{Headers, Intercept};
+use moat_netproxy::proxy::{Headers, Intercept, Redaction};
 use moat_secrets::{Scope, Secret, ValueSource};
 
 use super::CredentialInjector;
@@ -11,6 +11,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     hook: CredentialInjector,
     real_gh: String,
+    real_ant: String,
     ph_gh: String,
     ph_ant: String,
 }
@@ -23,10 +24,10 @@ fn fixture() -> Fixture {
     let real_gh = format!("ghp_{}", "R".repeat(36));
     vault.set(&Scope::Global, "github", ValueSource::Literal(Secret::new(real_gh.clone()))).unwrap();
     let real_ant = format!("sk-ant-api03-{}", "A".repeat(95));
-    vault.set(&Scope::Sandbox("s1".into()), "anthropic", ValueSource::Literal(Secret::new(real_ant))).unwrap();
+    vault.set(&Scope::Sandbox("s1".into()), "anthropic", ValueSource::Literal(Secret::new(real_ant.clone()))).unwrap();
     let ph_gh = vault.placeholder("github", "s1").unwrap();
     let ph_ant = vault.placeholder("anthropic", "s1").unwrap();
-    Fixture { _dir: dir, hook: CredentialInjector::new(vault), real_gh, ph_gh, ph_ant }
+    Fixture { _dir: dir, hook: CredentialInjector::new(vault), real_gh, real_ant, ph_gh, ph_ant }
 }
 
 fn headers(pairs: &[(&str, &str)]) -> Headers {
@@ -120,4 +121,40 @@ fn a_custom_service_gets_its_header_set_on_its_own_hosts() {
     assert!(hook.rewrite("s1", "api.internal.test", &mut h).unwrap().contains("injected"));
     assert_eq!(get(&h, "x-api-key").unwrap(), "key=s3cret");
     assert_eq!(h.len(), 2);
+}
+
+#[test]
+fn only_the_service_s_own_authentication_headers_get_the_credential() {
+    let f = fixture();
+    let mut h = headers(&[
+        ("Authorization", &format!("token {}", f.ph_gh)),
+        ("X-Debug-Echo", &f.ph_gh),
+        ("Cookie", &format!("t={} other", f.ph_gh)),
+    ]);
+    let note = f.hook.rewrite("s1", "api.github.com", &mut h).unwrap();
+    assert_eq!(get(&h, "authorization").unwrap(), format!("token {}", f.real_gh));
+    assert_eq!(get(&h, "x-debug-echo").unwrap(), f.ph_gh, "a header the service may reflect keeps the placeholder");
+    assert_eq!(get(&h, "cookie").unwrap(), format!("t={} other", f.ph_gh));
+    assert!(note.contains("placeholder in X-Debug-Echo left as is: only Authorization"), "{note}");
+    assert!(!note.contains(&f.real_gh));
+    // Anthropic takes an API key in x-api-key and an OAuth token as a bearer token.
+    let mut h = headers(&[("x-api-key", &f.ph_ant), ("X-Trace", &f.ph_ant)]);
+    f.hook.rewrite("s1", "api.anthropic.com", &mut h).unwrap();
+    assert_eq!((get(&h, "x-api-key").unwrap(), get(&h, "x-trace").unwrap()), (f.real_ant.clone(), f.ph_ant.clone()));
+    let mut h = headers(&[("Authorization", &format!("Bearer {}", f.ph_ant))]);
+    f.hook.rewrite("s1", "api.anthropic.com", &mut h).unwrap();
+    assert_eq!(get(&h, "authorization").unwrap(), format!("Bearer {}", f.real_ant));
+}
+
+#[test]
+fn answers_from_a_service_have_its_real_value_swapped_back_for_the_placeholder() {
+    let f = fixture();
+    let gh = Redaction::new(f.real_gh.clone().into_bytes(), f.ph_gh.clone().into_bytes());
+    assert_eq!(f.hook.redactions("s1", "api.github.com"), vec![gh]);
+    let ant = Redaction::new(f.real_ant.clone().into_bytes(), f.ph_ant.clone().into_bytes());
+    assert_eq!(f.hook.redactions("s1", "api.anthropic.com"), vec![ant]);
+    assert_eq!(f.hook.redactions("s2", "api.anthropic.com"), vec![], "s2 has no anthropic credential");
+    assert_eq!(f.hook.redactions("s1", "example.com"), vec![]);
+    let debug = format!("{:?}", f.hook.redactions("s1", "api.github.com"));
+    assert!(!debug.contains(&f.real_gh), "Debug never prints the value: {debug}");
 }

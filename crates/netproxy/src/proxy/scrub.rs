@@ -1,0 +1,150 @@
+//! Taking real credentials out of what an intercepted service answers.
+//!
+//! A service may echo what it was sent ("invalid key sk-…", a debug
+//! endpoint, a TRACE-like reflection): the real value the proxy swapped in
+//! must not reach the guest that way. A [`Scrubber`] replaces every
+//! occurrence of each secret in a stream that arrives in pieces, so a value
+//! split across reads, TLS records or chunks is still caught. It holds back
+//! only the end of a piece that could be the start of a secret, so a
+//! streamed answer (server-sent events) is not delayed when it cannot be
+//! one.
+
+use memchr::memmem::Finder;
+
+use super::intercept::Redaction;
+
+/// Replaces secrets in a stream, piece by piece.
+pub(crate) struct Scrubber {
+    finders: Vec<(Finder<'static>, Vec<u8>)>,
+    /// The longest secret, in bytes.
+    longest: usize,
+    /// The end of the last piece, held back because a secret may start there.
+    held: Vec<u8>,
+    /// How many replacements were made.
+    pub(crate) replaced: usize,
+}
+
+impl Scrubber {
+    /// A scrubber for `redactions`, or `None` if there is nothing to take out.
+    pub(crate) fn new(redactions: &[Redaction]) -> Option<Scrubber> {
+        let finders: Vec<_> = redactions
+            .iter()
+            .filter(|r| !r.secret.is_empty())
+            .map(|r| (Finder::new(&r.secret).into_owned(), r.replacement.clone()))
+            .collect();
+        let longest = finders.iter().map(|(f, _)| f.needle().len()).max()?;
+        Some(Scrubber { finders, longest, held: Vec::new(), replaced: 0 })
+    }
+
+    /// True if every replacement is as long as its secret, so a body keeps its length.
+    pub(crate) fn keeps_length(&self) -> bool {
+        self.finders.iter().all(|(f, r)| f.needle().len() == r.len())
+    }
+
+    /// Scrubs a whole value at once (a header, a reason phrase).
+    pub(crate) fn whole(&mut self, value: &[u8]) -> Vec<u8> {
+        let mut out = self.piece(value);
+        out.extend(self.finish());
+        out
+    }
+
+    /// Scrubs the next piece of a stream; what may begin a secret is kept for the next call.
+    pub(crate) fn piece(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.held);
+        data.extend_from_slice(input);
+        let mut out = Vec::with_capacity(data.len());
+        let mut at = 0;
+        while let Some((start, len, replacement)) = self.first_match(&data[at..]) {
+            out.extend_from_slice(&data[at..at + start]);
+            out.extend_from_slice(replacement);
+            at += start + len;
+            self.replaced += 1;
+        }
+        let keep = self.partial_suffix(&data[at..]);
+        let end = data.len() - keep;
+        out.extend_from_slice(&data[at..end]);
+        self.held = data[end..].to_vec();
+        out
+    }
+
+    /// What is still held back: the stream ended, so it cannot become a secret.
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// The leftmost occurrence of any secret (the longest, if two start together).
+    fn first_match(&self, data: &[u8]) -> Option<(usize, usize, &[u8])> {
+        self.finders
+            .iter()
+            .filter_map(|(f, r)| f.find(data).map(|i| (i, f.needle().len(), r.as_slice())))
+            .min_by_key(|&(i, len, _)| (i, std::cmp::Reverse(len)))
+    }
+
+    /// How long the longest end of `data` is that a secret starts with.
+    fn partial_suffix(&self, data: &[u8]) -> usize {
+        let most = data.len().min(self.longest.saturating_sub(1));
+        (1..=most)
+            .rev()
+            .find(|&n| {
+                let tail = &data[data.len() - n..];
+                self.finders.iter().any(|(f, _)| f.needle().starts_with(tail))
+            })
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrubber() -> Scrubber {
+        Scrubber::new(&[
+            Redaction::new(b"sk-REAL-0123456789".to_vec(), b"sk-PLACEHOLDER-xyz".to_vec()),
+            Redaction::new(b"ghp_realtoken".to_vec(), b"ph".to_vec()),
+        ])
+        .expect("secrets")
+    }
+
+    /// Feeds `input` split at every `step` bytes and returns everything that came out.
+    fn split_run(input: &[u8], step: usize) -> Vec<u8> {
+        let mut s = scrubber();
+        let mut out = Vec::new();
+        for piece in input.chunks(step) {
+            out.extend(s.piece(piece));
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn a_secret_split_anywhere_is_replaced() {
+        let input = b"error: key sk-REAL-0123456789 is invalid; also ghp_realtoken and sk-REAL-0123456789";
+        let want = b"error: key sk-PLACEHOLDER-xyz is invalid; also ph and sk-PLACEHOLDER-xyz".to_vec();
+        for step in 1..=input.len() {
+            assert_eq!(split_run(input, step), want, "split every {step} bytes");
+        }
+    }
+
+    #[test]
+    fn only_a_possible_start_of_a_secret_is_held_back() {
+        let mut s = scrubber();
+        assert_eq!(s.piece(b"data: {\"text\":\"hi\"}\n\n"), b"data: {\"text\":\"hi\"}\n\n", "nothing held");
+        assert_eq!(s.piece(b"the key is sk-RE"), b"the key is ");
+        assert_eq!(s.piece(b"AD"), b"sk-READ", "not a secret after all");
+        assert_eq!(s.piece(b"gh"), b"");
+        assert_eq!(s.finish(), b"gh", "the end of the stream releases it");
+    }
+
+    #[test]
+    fn near_misses_and_overlaps_pass_or_are_caught_correctly() {
+        assert_eq!(split_run(b"sk-REAL-012345678", 3), b"sk-REAL-012345678", "one byte short");
+        assert_eq!(split_run(b"sk-sk-REAL-0123456789", 2), b"sk-sk-PLACEHOLDER-xyz");
+        assert_eq!(split_run(b"ghp_ghp_realtoken!", 5), b"ghp_ph!");
+        let mut s = scrubber();
+        assert_eq!(s.whole(b"Bearer ghp_realtoken"), b"Bearer ph");
+        assert_eq!(s.replaced, 1);
+        assert!(!s.keeps_length());
+        assert!(Scrubber::new(&[]).is_none());
+        assert!(Scrubber::new(&[Redaction::new(b"abc".to_vec(), b"xyz".to_vec())]).is_some_and(|s| s.keeps_length()));
+    }
+}
