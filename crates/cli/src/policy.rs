@@ -201,8 +201,8 @@ fn log(home: &Home, name: Option<&str>, json: bool, limit: usize, follow: bool, 
     let (rows, mut follower) = reader.follow(&Filter { sandbox: name, after_id: None, limit, verdict })?;
     if !json {
         println!(
-            "{:<19} {:<16} {:<7} {:<8} {:<40} {:>6} {:>9} {:>9}  RULE",
-            "TIME", "SANDBOX", "VERDICT", "METHOD", "HOST", "PORT", "UP", "DOWN"
+            "{:<19} {:<16} {:<7} {:>3} {:<8} {:<40} {:>6} {:>9} {:>9}  RULE",
+            "TIME", "SANDBOX", "VERDICT", "ST", "METHOD", "HOST/PATH", "PORT", "UP", "DOWN"
         );
     }
     for (_, rec) in &rows {
@@ -240,14 +240,17 @@ fn print_record(rec: &ConnectionRecord, json: bool) -> Result<()> {
         if let Some(note) = &rec.note {
             why = if why.is_empty() { note.clone() } else { format!("{why}; {note}") };
         }
+        let status = rec.status.map_or_else(|| "-".to_string(), |s| s.to_string());
+        let target = format!("{}{}", rec.host, rec.path.as_deref().unwrap_or_default());
         writeln!(
             out,
-            "{:<19} {:<16} {:<7} {:<8} {:<40} {:>6} {:>9} {:>9}  {}",
+            "{:<19} {:<16} {:<7} {:>3} {:<8} {:<40} {:>6} {:>9} {:>9}  {}",
             format_time(rec.started_ms),
             escape_str(&rec.sandbox),
             verdict,
+            status,
             escape_str(&rec.method),
-            escape_str(&rec.host),
+            escape_str(&target),
             rec.port,
             rec.bytes_up,
             rec.bytes_down,

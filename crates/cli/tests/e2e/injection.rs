@@ -194,4 +194,18 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     let log = m.ok(&["policy", "log", "inj", "--json", "-n", "500"]);
     assert!(log.contains("injected the github credential"), "{log}");
     assert!(log.contains("stripped"), "{log}");
+    // What was done with the credential: method, path and status of each intercepted request.
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let done = |path: &str| {
+        records
+            .iter()
+            .find(|r| r["path"] == path && r["mode"] == "intercept")
+            .cloned()
+            .unwrap_or_else(|| panic!("{path}: {log}"))
+    };
+    assert_eq!((done("/user")["method"].as_str(), done("/user")["status"].as_u64()), (Some("GET"), Some(200)));
+    assert_eq!(done("/echo")["status"].as_u64(), Some(401));
+    assert!(done("/echo")["note"].as_str().unwrap().contains("took the credential out of the answer"), "{log}");
+    let table = m.ok(&["policy", "log", "inj", "-n", "500"]);
+    assert!(table.lines().any(|l| l.contains(" 401 GET ") && l.contains("api.github.com/echo")), "{table}");
 }

@@ -248,6 +248,8 @@ impl Responder {
             bytes_down: bytes_down as u64,
             duration_ms: 0,
             note: Some(note),
+            path: None,
+            status: None,
         });
     }
 

@@ -75,6 +75,15 @@ pub struct ConnectionRecord {
     /// Anything else worth a look: why a protocol check failed, a placeholder
     /// sent to a host that doesn't own it, an upstream error.
     pub note: Option<String>,
+    /// For an HTTP request the proxy read (plain, or inside intercepted
+    /// TLS): its path, with query values replaced by `…` (they may carry
+    /// keys). `None` for tunnels and DNS.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// For an HTTP request: the status the sandbox got (the service's, or
+    /// the proxy's own 403/400/502).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 /// Where the proxy sends its records. Implementations must not block: queue

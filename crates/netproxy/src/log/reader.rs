@@ -84,9 +84,9 @@ impl LogReader {
 
     /// The rows `filter` selects, oldest first, each with its id.
     pub fn query(&self, filter: &Filter<'_>) -> Result<Vec<(i64, ConnectionRecord)>, ReadError> {
-        self.read(|| match filter.limit {
+        self.read(|version| match filter.limit {
             0 => Ok(Vec::new()),
-            _ => self.select(filter),
+            _ => self.select(filter, version),
         })
     }
 
@@ -94,10 +94,10 @@ impl LogReader {
     /// [`Follow`] that will return the rows written after them, read from one
     /// snapshot so nothing is missed or repeated in between.
     pub fn follow(&self, filter: &Filter<'_>) -> Result<(Vec<(i64, ConnectionRecord)>, Follow), ReadError> {
-        let (rows, last_id) = self.read(|| {
+        let (rows, last_id) = self.read(|version| {
             let rows = match filter.limit {
                 0 => Vec::new(),
-                _ => self.select(filter)?,
+                _ => self.select(filter, version)?,
             };
             let last_id = self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM connections", [], |r| r.get(0))?;
             Ok((rows, last_id))
@@ -110,7 +110,7 @@ impl LogReader {
     /// Records writers had to drop (queue full, database refused a batch),
     /// for one sandbox or in total.
     pub fn dropped(&self, sandbox: Option<&str>) -> Result<u64, ReadError> {
-        let count: i64 = self.read(|| match sandbox {
+        let count: i64 = self.read(|_| match sandbox {
             Some(s) => {
                 self.conn.query_row("SELECT COALESCE(SUM(count), 0) FROM dropped WHERE sandbox = ?1", [s], |r| r.get(0))
             }
@@ -121,20 +121,20 @@ impl LogReader {
 
     /// Runs `op` in one read transaction (one consistent snapshot) once the
     /// schema is known; the empty value while no writer has created it.
-    fn read<T: Default>(&self, op: impl Fn() -> rusqlite::Result<T>) -> Result<T, ReadError> {
+    fn read<T: Default>(&self, op: impl Fn(i64) -> rusqlite::Result<T>) -> Result<T, ReadError> {
         let db_error = |e: rusqlite::Error| ReadError::Database { path: self.path.clone(), source: e.into() };
         match schema::retry_busy(|| schema::version(&self.conn)).map_err(db_error)? {
             0 => Ok(T::default()),
-            schema::VERSION => schema::retry_busy(|| {
+            version @ 1..=schema::VERSION => schema::retry_busy(|| {
                 let _snapshot = self.conn.unchecked_transaction()?;
-                op()
+                op(version)
             })
             .map_err(db_error),
             found => Err(ReadError::NewerSchema { path: self.path.clone(), found }),
         }
     }
 
-    fn select(&self, filter: &Filter<'_>) -> rusqlite::Result<Vec<(i64, ConnectionRecord)>> {
+    fn select(&self, filter: &Filter<'_>, version: i64) -> rusqlite::Result<Vec<(i64, ConnectionRecord)>> {
         let mut conditions = Vec::new();
         let mut args: Vec<&dyn ToSql> = Vec::new();
         if let Some(sandbox) = &filter.sandbox {
@@ -157,7 +157,8 @@ impl LogReader {
             false => format!("WHERE {}", conditions.join(" AND ")),
         };
         let order = if filter.after_id.is_some() { "ASC" } else { "DESC" };
-        let sql = format!("SELECT {} FROM connections {filter_sql} ORDER BY id {order} LIMIT ?", schema::COLUMNS);
+        let sql =
+            format!("SELECT {} FROM connections {filter_sql} ORDER BY id {order} LIMIT ?", schema::columns(version));
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query_map(args.as_slice(), schema::record_from_row)?.collect::<Result<Vec<_>, _>>()?;
         if filter.after_id.is_none() {

@@ -1,10 +1,12 @@
 //! The database layout shared by the writer and the readers, and the
 //! conversions between rows and [`ConnectionRecord`]s.
 //!
-//! Version 1 has two tables: `connections` (one row per record, ids from
-//! `AUTOINCREMENT` so they only ever grow, even across deletions, which is what
-//! following by id relies on) and `dropped` (per sandbox, how many records
-//! writers had to discard). The version lives in `PRAGMA user_version`.
+//! Two tables: `connections` (one row per record, ids from `AUTOINCREMENT` so
+//! they only ever grow, even across deletions, which is what following by id
+//! relies on) and `dropped` (per sandbox, how many records writers had to
+//! discard). Version 2 added `path` and `status` to `connections` (a writer
+//! upgrades a version 1 file in place; readers read both). The version lives
+//! in `PRAGMA user_version`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use rusqlite::{params, Connection, ErrorCode, Row, Transaction, TransactionBehav
 use super::{ConnectionRecord, LogMode, LogVerdict};
 
 /// The schema version this code reads and writes.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// How long a connection waits for another process's write to finish.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,19 +35,34 @@ CREATE TABLE connections (
     bytes_up INTEGER NOT NULL,
     bytes_down INTEGER NOT NULL,
     duration_ms INTEGER NOT NULL,
-    note TEXT
+    note TEXT,
+    path TEXT,
+    status INTEGER
 );
 CREATE INDEX connections_sandbox_id ON connections (sandbox, id);
 CREATE TABLE dropped (
     sandbox TEXT PRIMARY KEY,
     count INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 ";
 
-/// The columns [`record_from_row`] expects, in order.
-pub(super) const COLUMNS: &str =
-    "id, sandbox, started_ms, method, host, port, verdict, mode, rule, bytes_up, bytes_down, duration_ms, note";
+/// From version 1 to 2.
+const UPGRADE_1: &str = "
+ALTER TABLE connections ADD COLUMN path TEXT;
+ALTER TABLE connections ADD COLUMN status INTEGER;
+PRAGMA user_version = 2;
+";
+
+/// The columns [`record_from_row`] expects, in order, from a file of `version`.
+pub(super) fn columns(version: i64) -> &'static str {
+    match version {
+        1 => "id, sandbox, started_ms, method, host, port, verdict, mode, rule, bytes_up, bytes_down, duration_ms, note, \
+              NULL, NULL",
+        _ => "id, sandbox, started_ms, method, host, port, verdict, mode, rule, bytes_up, bytes_down, duration_ms, note, \
+              path, status",
+    }
+}
 
 /// An error from the database library, kept opaque so its types stay out of
 /// this crate's API.
@@ -119,8 +136,10 @@ fn prepare_once(conn: &mut Connection) -> rusqlite::Result<Prepared> {
     if found > VERSION {
         return Ok(Prepared::Newer(found));
     }
-    if found == 0 {
-        tx.execute_batch(CREATE)?;
+    match found {
+        0 => tx.execute_batch(CREATE)?,
+        1 => tx.execute_batch(UPGRADE_1)?,
+        _ => {}
     }
     tx.commit()?;
     Ok(Prepared::Ready)
@@ -135,7 +154,8 @@ pub(super) fn version(conn: &Connection) -> rusqlite::Result<i64> {
 pub(super) fn insert(tx: &Transaction<'_>, r: &ConnectionRecord) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO connections (sandbox, started_ms, method, host, port, verdict, mode, rule, \
-         bytes_up, bytes_down, duration_ms, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         bytes_up, bytes_down, duration_ms, note, path, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     stmt.execute(params![
         r.sandbox,
@@ -150,6 +170,8 @@ pub(super) fn insert(tx: &Transaction<'_>, r: &ConnectionRecord) -> rusqlite::Re
         saturate(r.bytes_down),
         saturate(r.duration_ms),
         r.note,
+        r.path,
+        r.status,
     ])?;
     Ok(())
 }
@@ -176,7 +198,7 @@ pub(super) fn trim(tx: &Transaction<'_>, max_rows: u64) -> rusqlite::Result<()> 
     Ok(())
 }
 
-/// Reads a row selected with [`COLUMNS`].
+/// Reads a row selected with [`columns`].
 pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, ConnectionRecord)> {
     let verdict: String = row.get(6)?;
     let mode: String = row.get(7)?;
@@ -193,6 +215,8 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Connectio
         bytes_down: unsigned(row.get(10)?),
         duration_ms: unsigned(row.get(11)?),
         note: row.get(12)?,
+        path: row.get(13)?,
+        status: row.get(14)?,
     };
     Ok((row.get(0)?, record))
 }

@@ -25,6 +25,8 @@ fn record(sandbox: &str, seq: i64) -> ConnectionRecord {
         bytes_down: 1 << 40,
         duration_ms: 7,
         note: None,
+        path: None,
+        status: None,
     }
 }
 
@@ -266,7 +268,7 @@ fn schema_is_created_once_by_concurrent_opens() {
     }
     let conn = Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let indexes: i64 = conn
@@ -274,6 +276,36 @@ fn schema_is_created_once_by_concurrent_opens() {
         .unwrap();
     assert_eq!(indexes, 1);
     assert_eq!(all(&path, None).len(), 8, "dropping each log wrote its record");
+}
+
+#[test]
+fn a_version_1_file_is_read_as_it_is_and_upgraded_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let v1 = "CREATE TABLE connections (id INTEGER PRIMARY KEY AUTOINCREMENT, sandbox TEXT NOT NULL, \
+              started_ms INTEGER NOT NULL, method TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, \
+              verdict TEXT NOT NULL, mode TEXT NOT NULL, rule TEXT, bytes_up INTEGER NOT NULL, \
+              bytes_down INTEGER NOT NULL, duration_ms INTEGER NOT NULL, note TEXT); \
+              CREATE INDEX connections_sandbox_id ON connections (sandbox, id); \
+              CREATE TABLE dropped (sandbox TEXT PRIMARY KEY, count INTEGER NOT NULL); \
+              INSERT INTO connections (sandbox, started_ms, method, host, port, verdict, mode, bytes_up, \
+              bytes_down, duration_ms) VALUES ('old', 1, 'CONNECT', 'a.test', 443, 'allowed', 'tunnel', 1, 2, 3); \
+              PRAGMA user_version = 1;";
+    Connection::open(&path).unwrap().execute_batch(v1).unwrap();
+    let old = all(&path, None);
+    assert_eq!((old.len(), old[0].1.path.as_deref(), old[0].1.status), (1, None, None));
+    let log = SqliteLog::open(&path, 1000).unwrap();
+    let with_path = ConnectionRecord {
+        method: "GET".into(),
+        path: Some("/v1?key=…".into()),
+        status: Some(200),
+        ..record("new", 1)
+    };
+    log.record(with_path.clone());
+    log.flush();
+    let rows: Vec<_> = all(&path, None).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(rows.len(), 2, "the old row survived the upgrade");
+    assert_eq!(rows[1], with_path);
 }
 
 #[test]

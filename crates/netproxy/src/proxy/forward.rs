@@ -124,6 +124,7 @@ async fn refuse(inner: &Inner, client: &mut Conn, sandbox: &str, mode: &Mode, me
     let (host, port) = mode.fallback();
     let mut tracker = Tracker::start(&inner.sink, sandbox, method, host, port, mode.log_mode());
     tracker.note(why);
+    tracker.status(400);
     let _ = client.write_all(&reply::bad_request(why)).await;
     tracker.finish(LogVerdict::Denied);
 }
@@ -197,6 +198,8 @@ async fn exchange(
         let mut tracker = Tracker::start(&inner.sink, sandbox, &method, host, port, mode.log_mode());
         let why = format!("{method} echoes the request, credentials included; refused where the proxy adds them");
         tracker.note(why.clone());
+        tracker.path(&req.head.target);
+        tracker.status(405);
         let _ = client.write_all(&reply::method_not_allowed(&why)).await;
         tracker.finish(LogVerdict::Denied);
         return false;
@@ -209,11 +212,13 @@ async fn exchange(
         }
     };
     let mut tracker = Tracker::start(&inner.sink, sandbox, &method, &target.host, target.port, mode.log_mode());
+    tracker.path(&target.path);
     let policy = inner.policy.snapshot();
     let request = Request::new(sandbox, &target.host, target.port);
     let decision = policy.decide(&request);
     tracker.decision(&decision);
     if !decision.is_allowed() {
+        tracker.status(403);
         let _ = client.write_all(&reply::forbidden(&request, &decision)).await;
         tracker.finish(LogVerdict::Denied);
         return false;
@@ -241,11 +246,13 @@ async fn exchange(
         Ok(up) => up,
         Err(Refusal::Denied(d)) => {
             tracker.decision(&d);
+            tracker.status(403);
             let _ = client.write_all(&reply::forbidden(&request, &d)).await;
             tracker.finish(LogVerdict::Denied);
             return false;
         }
         Err(Refusal::Failed(why)) => {
+            tracker.status(502);
             let _ = client.write_all(&reply::bad_gateway(&why)).await;
             tracker.note(why);
             tracker.finish(LogVerdict::Failed);
@@ -261,6 +268,7 @@ async fn exchange(
     up.last_used = Instant::now();
     match outcome {
         Ok(done) => {
+            tracker.status(done.status);
             if !done.reuse_upstream {
                 *upstream = None;
             }
@@ -273,8 +281,14 @@ async fn exchange(
         Err(failure) => {
             *upstream = None;
             let (verdict, reply) = match &failure {
-                Failure::Client(why) => (LogVerdict::Denied, Some(reply::bad_request(why))),
-                Failure::Upstream(why) => (LogVerdict::Failed, Some(reply::bad_gateway(why))),
+                Failure::Client(why) => {
+                    tracker.status(400);
+                    (LogVerdict::Denied, Some(reply::bad_request(why)))
+                }
+                Failure::Upstream(why) => {
+                    tracker.status(502);
+                    (LogVerdict::Failed, Some(reply::bad_gateway(why)))
+                }
                 Failure::Midway(_) => (LogVerdict::Failed, None),
             };
             if let Some(reply) = reply {
@@ -334,6 +348,8 @@ async fn upstream_for<'a>(
 
 /// How a completed exchange leaves the connections.
 struct Done {
+    /// The response's status.
+    status: u16,
     close_client: bool,
     reuse_upstream: bool,
     /// The exchange became a WebSocket, relayed until both sides closed.
@@ -451,7 +467,12 @@ async fn relay(
         .await
         .map_err(|e| Failure::Midway(format!("relaying the response body failed: {e}")))?;
     let upstream_close = response.http10 || response.tokens("connection").iter().any(|t| t == "close");
-    Ok(Done { close_client, reuse_upstream: framing != Framing::UntilClose && !upstream_close, websocket: false })
+    Ok(Done {
+        status: response.status,
+        close_client,
+        reuse_upstream: framing != Framing::UntilClose && !upstream_close,
+        websocket: false,
+    })
 }
 
 /// Methods whose answer repeats the request, headers and all.
@@ -504,5 +525,5 @@ async fn splice_websocket(
     tokio::io::copy_bidirectional(client, &mut up.conn)
         .await
         .map_err(|e| Failure::Midway(format!("the WebSocket ended with an error: {e}")))?;
-    Ok(Done { close_client: true, reuse_upstream: false, websocket: true })
+    Ok(Done { status: 101, close_client: true, reuse_upstream: false, websocket: true })
 }

@@ -39,6 +39,7 @@ mod io;
 mod record;
 mod reply;
 mod resolve;
+mod retry;
 mod scrub;
 mod server;
 mod sni;

@@ -37,6 +37,8 @@ impl Tracker {
             bytes_down: 0,
             duration_ms: 0,
             note: None,
+            path: None,
+            status: None,
         };
         Tracker { sink: Arc::clone(sink), record: Some(record), started: Instant::now() }
     }
@@ -70,6 +72,17 @@ impl Tracker {
         });
     }
 
+    /// The request's path, query values redacted.
+    pub(crate) fn path(&mut self, target: &str) {
+        let path = redacted_path(target);
+        self.edit(|r| r.path = Some(path));
+    }
+
+    /// The status the sandbox got.
+    pub(crate) fn status(&mut self, status: u16) {
+        self.edit(|r| r.status = Some(status));
+    }
+
     pub(crate) fn bytes(&mut self, up: u64, down: u64) {
         self.edit(|r| {
             r.bytes_up = up;
@@ -100,6 +113,40 @@ impl Drop for Tracker {
     }
 }
 
+/// The longest path kept in a record; the rest becomes `…`.
+const MAX_PATH: usize = 512;
+
+/// `target` with every query value replaced by `…` (`/v1?key=…&alt=…`): a
+/// value may be a key, a name says what was asked. Bounded to [`MAX_PATH`].
+pub(crate) fn redacted_path(target: &str) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let mut out = path.to_string();
+    if let Some(query) = query {
+        let names: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}=…"),
+                None if pair.is_empty() => String::new(),
+                None => "…".to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&names.join("&"));
+    }
+    if out.len() > MAX_PATH {
+        let mut cut = MAX_PATH;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 /// The rule or check as users see it: `rule 'allow network x'`,
 /// `preset balanced (default deny)`, `127.0.0.1 is loopback`.
 pub(crate) fn rule_text(decision: &Decision) -> Option<String> {
@@ -109,5 +156,21 @@ pub(crate) fn rule_text(decision: &Decision) -> Option<String> {
         Reason::SpecialAddress(ip, class) => Some(format!("{ip} is {class}")),
         Reason::InvalidHost => Some("invalid host".to_string()),
         Reason::PublicAddress => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_path;
+
+    #[test]
+    fn query_values_are_redacted_and_names_kept() {
+        assert_eq!(redacted_path("/v1/models"), "/v1/models");
+        assert_eq!(redacted_path("/v1beta/models?key=AIzaSECRET&alt=sse"), "/v1beta/models?key=…&alt=…");
+        assert_eq!(redacted_path("/x?token"), "/x?…");
+        assert_eq!(redacted_path("/x?a=1&&b=2"), "/x?a=…&&b=…");
+        assert_eq!(redacted_path("/x?"), "/x?");
+        let long = format!("/{}", "a".repeat(2000));
+        assert_eq!(redacted_path(&long).chars().count(), 513);
     }
 }

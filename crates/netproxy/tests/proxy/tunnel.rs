@@ -6,7 +6,7 @@ use moat_netproxy::policy::Preset;
 use tokio::io::AsyncWriteExt;
 
 use crate::util::{
-    connect, exchange, get, read_n, read_response, read_rest, tls, Fixture, ADDRESS_RULES, API, EVIL, RAW,
+    client_hello, connect, exchange, get, read_n, read_response, read_rest, tls, Fixture, ADDRESS_RULES, API, EVIL, RAW,
 };
 
 #[tokio::test]
@@ -120,4 +120,45 @@ async fn an_ip_literal_tunnel_is_decided_on_the_address() {
     assert_eq!(read_n(&mut client, 2).await, b"hi");
     let mut client = fx.client();
     assert_eq!(connect(&mut client, &format!("127.0.0.3:{}", fx.evil_tls.port())).await.status, 403);
+}
+
+#[tokio::test]
+async fn a_hello_retry_for_the_same_host_completes() {
+    let fx = Fixture::start().await;
+    fx.rules(Preset::DenyAll, &format!("allow network {API}:*\n{ADDRESS_RULES}"));
+    let mut client = fx.client();
+    let target = format!("{API}:{}", fx.retry_tls.port());
+    assert_eq!(connect(&mut client, &target).await.status, 200);
+    // rustls guesses X25519; the server takes only P-256 and asks again.
+    let mut stream = tls(client, API, &fx.upstream_ca).await.expect("handshake after a retry");
+    assert_eq!(exchange(&mut stream, &get("/r", &target, "")).await.body, "echo GET /r 0");
+}
+
+#[tokio::test]
+async fn a_second_client_hello_naming_another_host_never_reaches_the_server() {
+    let fx = Fixture::start().await;
+    fx.rules(Preset::DenyAll, &format!("allow network {API}:*\n{ADDRESS_RULES}"));
+    for second in [client_hello(EVIL), b"not a hello at all".to_vec()] {
+        let mut client = fx.client();
+        let target = format!("{API}:{}", fx.hello_retry.port());
+        assert_eq!(connect(&mut client, &target).await.status, 200);
+        client.write_all(&client_hello(API)).await.expect("first hello");
+        let retry = read_n(&mut client, 5 + 42).await;
+        assert_eq!(retry[5], 2, "the server's HelloRetryRequest came through");
+        // A ChangeCipherSpec first is allowed (middlebox compatibility mode); then the other name.
+        client.write_all(&[20, 3, 3, 0, 1, 1]).await.expect("ccs");
+        client.write_all(&second).await.expect("second hello");
+        let rest = read_rest(&mut client).await;
+        assert!(rest.is_empty() || rest[0] == 21, "cut (or an alert): {rest:?}");
+    }
+    let raw = fx.hello_retry.raw();
+    assert!(!raw.windows(EVIL.len()).any(|w| w == EVIL.as_bytes()), "the second hello reached the server");
+    assert!(!raw.windows(6).any(|w| w == b"not a "), "nor did the garbage");
+    let records = fx.sink.wait_for(2).await;
+    let notes: Vec<_> = records.iter().filter_map(|r| r.note.as_deref()).collect();
+    assert!(
+        notes.iter().any(|n| n.contains(&format!("second ClientHello (after a HelloRetryRequest) names {EVIL}"))),
+        "{notes:?}"
+    );
+    assert!(records.iter().all(|r| r.verdict == LogVerdict::Denied), "{records:#?}");
 }

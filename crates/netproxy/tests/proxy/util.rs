@@ -55,11 +55,27 @@ impl TestCa {
     }
 
     fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(names, provider())
+    }
+
+    /// A server that takes only P-256 key exchange: a client that guessed
+    /// X25519 (rustls' first choice) gets a HelloRetryRequest.
+    fn retrying_server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let mut p256 = rustls::crypto::ring::default_provider();
+        p256.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
+        self.server_config_with(names, Arc::new(p256))
+    }
+
+    fn server_config_with(
+        &self,
+        names: &[&str],
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().expect("key");
         let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
@@ -281,6 +297,50 @@ async fn reflector(ip: [u8; 4], tls: Arc<rustls::ServerConfig>) -> Upstream {
     .await
 }
 
+/// A server that answers any first bytes with a HelloRetryRequest and then
+/// records everything else the client sends (in `raw`, after the first read).
+async fn hello_retry_server(ip: [u8; 4]) -> Upstream {
+    Upstream::serve_tcp(ip, |mut tcp, raw| async move {
+        let mut buf = [0u8; 4096];
+        if !matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {
+            return;
+        }
+        let mut hrr = vec![22, 3, 3, 0, 42, 2, 0, 0, 38, 3, 3];
+        hrr.extend(HELLO_RETRY_RANDOM);
+        hrr.extend([0, 0x13, 0x01, 0]);
+        if tcp.write_all(&hrr).await.is_err() {
+            return;
+        }
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            raw.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+}
+
+/// RFC 8446 §4.1.3.
+const HELLO_RETRY_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11,
+    0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// The ClientHello rustls would send to `name` (the first flight, as bytes).
+pub fn client_hello(name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = ServerName::try_from(name.to_string()).expect("server name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).expect("hello");
+    out
+}
+
 /// What the raw server answers to an HTTP request.
 pub const FIXED_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
@@ -344,6 +404,10 @@ pub struct Fixture {
     pub ws: Upstream,
     /// Reflects requests back over TLS ([`reflector`]), on the API's address.
     pub reflect: Upstream,
+    /// The echo server over TLS that makes clients retry their hello, on the API's address.
+    pub retry_tls: Upstream,
+    /// Answers with a HelloRetryRequest, records the rest ([`hello_retry_server`]), on the API's address.
+    pub hello_retry: Upstream,
 }
 
 impl Fixture {
@@ -357,6 +421,8 @@ impl Fixture {
         let api_tls = Upstream::http(API_IP, Some(Arc::clone(&tls))).await;
         let api_http = Upstream::http(API_IP, None).await;
         let reflect = reflector(API_IP, Arc::clone(&tls)).await;
+        let retry_tls = Upstream::http(API_IP, Some(ca.retrying_server_config(&CERT_NAMES))).await;
+        let hello_retry = hello_retry_server(API_IP).await;
         let evil_tls = Upstream::http(EVIL_IP, Some(tls)).await;
         let evil_http = Upstream::http(EVIL_IP, None).await;
         let raw = Upstream::raw_server(RAW_IP).await;
@@ -377,7 +443,21 @@ impl Fixture {
         config.extra_roots_pem = vec![ca.pem.clone()];
         config.limits.first_byte_timeout = Duration::from_millis(300);
         let proxy = Proxy::new(config).expect("proxy");
-        Fixture { proxy, policy, sink, upstream_ca: ca.pem, api_tls, api_http, evil_tls, evil_http, raw, ws, reflect }
+        Fixture {
+            proxy,
+            policy,
+            sink,
+            upstream_ca: ca.pem,
+            api_tls,
+            api_http,
+            evil_tls,
+            evil_http,
+            raw,
+            ws,
+            reflect,
+            retry_tls,
+            hello_retry,
+        }
     }
 
     /// Replaces the rules (one per line) on top of `preset`.
