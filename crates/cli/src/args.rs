@@ -383,12 +383,17 @@ pub enum SecretCommand {
 
 #[derive(Debug, Args)]
 pub struct RuleArgs {
-    /// `network` (the only kind of rule today).
-    #[arg(value_parser = ["network"])]
+    /// `network` (which hosts and addresses) or `request` (which methods and
+    /// paths on a host, e.g. `deny request DELETE api.github.com/**`).
+    #[arg(value_parser = ["network", "request"])]
     pub kind: String,
-    /// Comma-separated: `example.com`, `*.example.com` (one label), `**.example.com` (any
-    /// depth), `**`, `host:port`, `host:*`, `localhost:PORT`, IPs and CIDRs.
-    pub resources: String,
+    /// network: comma-separated `example.com`, `*.example.com` (one label),
+    /// `**.example.com` (any depth), `**`, `host:port`, `host:*`,
+    /// `localhost:PORT`, IPs and CIDRs. request: METHODS (`GET,HEAD` or `*`)
+    /// then comma-separated `HOST[:PORT][/PATH]`, where a path segment may be
+    /// `*` (one) or `**` (any number).
+    #[arg(required = true, num_args = 1..=2, value_name = "WHAT")]
+    pub what: Vec<String>,
     /// For every sandbox (the default).
     #[arg(short, long, conflicts_with = "sandbox")]
     pub global: bool,

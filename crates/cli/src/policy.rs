@@ -113,7 +113,13 @@ fn scope(global: bool, sandbox: Option<String>) -> Scope {
 }
 
 fn add(store: &mut PolicyStore, action: Action, a: RuleArgs) -> Result<()> {
-    let rules = Rule::parse_list(action, &scope(a.global, a.sandbox), &a.resources)?;
+    let scope = scope(a.global, a.sandbox);
+    let rules = match (a.kind.as_str(), a.what.as_slice()) {
+        ("network", [resources]) => Rule::parse_list(action, &scope, resources)?,
+        ("request", [methods, targets]) => Rule::parse_requests(action, &scope, methods, targets)?,
+        ("network", _) => bail!("give one comma-separated list: `moat policy {action} network github.com,*.npmjs.org`"),
+        _ => bail!("give the methods, then the hosts: `moat policy {action} request DELETE api.github.com/**`"),
+    };
     for stored in store.add(&rules)? {
         println!("{:>4}  {}", stored.id, stored.rule);
     }
@@ -136,7 +142,10 @@ fn rm(store: &mut PolicyStore, words: &[String], sandbox: Option<String>) -> Res
         text.push_str(&format!(" --sandbox {name}"));
     }
     let rule: Rule = text.parse().with_context(|| "give rule ids or `allow|deny network RESOURCE`")?;
-    let rules = Rule::parse_list(rule.action, &rule.scope, &words[2..].join(" "))?;
+    let rules = match rule.resource.kind() {
+        "request" => vec![rule.clone()],
+        _ => Rule::parse_list(rule.action, &rule.scope, &words[2..].join(" "))?,
+    };
     let n = store.remove(&rules)?;
     if n == 0 {
         bail!("no such rule: {rule}; see `moat policy ls`");
@@ -154,7 +163,7 @@ fn ls(store: &PolicyStore, json: bool, all: bool) -> Result<()> {
             .iter()
             .map(|s| {
                 serde_json::json!({
-                    "id": s.id, "rule": s.rule.to_string(), "action": s.rule.action,
+                    "id": s.id, "rule": s.rule.to_string(), "action": s.rule.action, "kind": s.rule.resource.kind(),
                     "scope": s.rule.scope, "resource": s.rule.resource.to_string(), "created_at": s.created_at,
                 })
             })

@@ -140,6 +140,16 @@ fn the_real_credential_reaches_only_the_service_host_over_tls() {
     let basic = format!("curl -sS -u \"x-access-token:$GH_TOKEN\" https://github.com:{https}/basic");
     assert_eq!(m.sh("inj", &basic), "ok\n");
 
+    // A request rule limits what the credential may be used for, on the running sandbox.
+    m.ok(&["policy", "deny", "request", "DELETE", "api.github.com/repos/**", "--sandbox", "inj"]);
+    let deleted = m.sh("inj", &format!("sleep 1; curl -sS -X DELETE {auth} {gh}/repos/moat/keep"));
+    assert!(deleted.contains("Moat blocked this request"), "{deleted}");
+    assert!(deleted.contains("deny request DELETE api.github.com/repos/** --sandbox inj"), "{deleted}");
+    assert_eq!(m.sh("inj", &format!("curl -sS {auth} {gh}/repos/moat/keep")), "ok\n", "GET still goes");
+    let ls = m.ok(&["policy", "ls"]);
+    assert!(ls.contains("deny request DELETE api.github.com/repos/** --sandbox inj"), "{ls}");
+    m.ok(&["policy", "rm", "deny", "request", "DELETE", "api.github.com/repos/**", "--sandbox", "inj"]);
+
     let placeholder = m.sh("inj", "printf %s \"$GH_TOKEN\"");
     // A service that reflects what it was sent shows the guest the placeholder, never the real value.
     let echoed = m.sh("inj", &format!("curl -sS -i {auth} {gh}/echo"));

@@ -15,22 +15,29 @@
 //!    allowed wildcard domain cannot reach the host or the LAN;
 //! 3. else, for an IP literal, allow rules and the default as for names; for a
 //!    resolved address, public is allowed (the name was already allowed).
+//!
+//! Request rules (`deny request DELETE api.github.com/**`) are not part of
+//! those decisions: [`CompiledPolicy::decide_request`] applies them to each
+//! HTTP request the proxy reads, after its host was allowed.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::address::{canonical, special_class, AddressClass};
 use super::decision::{Decision, Origin, Reason, Request, RuleEntry, Verdict};
-use super::host::{parse_target, Target, MAX_NAME_LEN};
+use super::host::{parse_target, HostPattern, Target, MAX_NAME_LEN};
 use super::index::{FxMap, Hits, Table};
 use super::preset::Preset;
-use super::rule::{Rule, Scope};
+use super::request::{path_segments, RequestTarget};
+use super::rule::{Action, Resource, Rule, Scope};
 
 /// An immutable, indexed policy: a preset plus user rules.
 #[derive(Debug)]
 pub struct CompiledPolicy {
     preset: Preset,
     rules: Vec<Arc<RuleEntry>>,
+    /// The request rules, in `rules`' order (few; scanned in full).
+    requests: Vec<Arc<RuleEntry>>,
     global: Table,
     sandboxes: FxMap<Box<str>, Table>,
 }
@@ -55,8 +62,13 @@ impl CompiledPolicy {
             .chain(extension)
             .map(|(rule, category)| RuleEntry { rule, origin: Origin::Preset { preset, category } });
         let user_rules = rules.iter().map(|rule| RuleEntry { rule: rule.clone(), origin: Origin::User });
-        let mut policy =
-            CompiledPolicy { preset, rules: Vec::new(), global: Table::default(), sandboxes: FxMap::default() };
+        let mut policy = CompiledPolicy {
+            preset,
+            rules: Vec::new(),
+            requests: Vec::new(),
+            global: Table::default(),
+            sandboxes: FxMap::default(),
+        };
         for entry in user_rules.chain(preset_rules).map(Arc::new) {
             match &entry.rule.scope {
                 Scope::Global => policy.global.insert(Arc::clone(&entry)),
@@ -64,9 +76,69 @@ impl CompiledPolicy {
                     policy.sandboxes.entry(name.as_str().into()).or_default().insert(Arc::clone(&entry))
                 }
             }
+            if matches!(entry.rule.resource, Resource::Request(_)) {
+                policy.requests.push(Arc::clone(&entry));
+            }
             policy.rules.push(entry);
         }
         policy
+    }
+
+    /// The request rules about `req`'s host and port for its sandbox.
+    fn request_rules<'a>(&'a self, req: &Request<'_>) -> impl Iterator<Item = (&'a Arc<RuleEntry>, &'a RequestTarget)> {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let name = match parse_target(req.host, &mut buf) {
+            Some(Target::Name(name)) => Some(name.to_string()),
+            _ => None,
+        };
+        let (sandbox, port) = (req.sandbox.to_string(), req.port);
+        self.requests.iter().filter_map(move |entry| match &entry.rule.resource {
+            Resource::Request(t) if entry.rule.applies_to(&sandbox) => {
+                let covered = match &name {
+                    Some(name) => t.covers_host(name, port),
+                    None => t.host == HostPattern::Everything,
+                };
+                covered.then_some((entry, t))
+            }
+            _ => None,
+        })
+    }
+
+    /// True if a request rule is about `req`'s host: the proxy must read its
+    /// requests (terminate its TLS) for the rule to apply.
+    pub fn reads_requests(&self, req: &Request<'_>) -> bool {
+        !self.requests.is_empty() && self.request_rules(req).next().is_some()
+    }
+
+    /// Decides one HTTP request to `req`'s host (which [`decide`](Self::decide)
+    /// allowed) by the request rules: `None` if none is about that host.
+    /// A matching deny denies; if any `allow request` rule is about the
+    /// host, one of them must match. `target` is the request target as sent
+    /// (origin form); a path that can be read two ways is denied.
+    pub fn decide_request(&self, req: &Request<'_>, method: &str, target: &str) -> Option<Decision> {
+        if self.requests.is_empty() {
+            return None;
+        }
+        let rules: Vec<_> = self.request_rules(req).collect();
+        if rules.is_empty() {
+            return None;
+        }
+        let segments = match path_segments(target) {
+            Ok(s) => s,
+            Err(why) => return Some(Decision::new(Verdict::Deny, Reason::AmbiguousPath(why))),
+        };
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let hit = |action| rules.iter().find(|(e, t)| e.rule.action == action && t.covers_request(method, &segments));
+        if let Some((deny, _)) = hit(Action::Deny) {
+            return Some(Decision::by_rule(deny));
+        }
+        if let Some((allow, _)) = hit(Action::Allow) {
+            return Some(Decision::by_rule(allow));
+        }
+        match rules.iter().any(|(e, _)| e.rule.action == Action::Allow) {
+            true => Some(Decision::new(Verdict::Deny, Reason::NoRequestRule)),
+            false => None,
+        }
     }
 
     /// The preset this policy was built on.

@@ -87,6 +87,10 @@ pub enum Reason {
     PublicAddress,
     /// The host is neither a valid name nor an IP literal.
     InvalidHost,
+    /// `allow request` rules name the host and none matches the request.
+    NoRequestRule,
+    /// Request rules name the host and the request's path can be read two ways.
+    AmbiguousPath(&'static str),
 }
 
 /// The outcome for one request.
@@ -120,6 +124,14 @@ impl Decision {
     pub fn remedy(&self, req: &Request<'_>) -> Option<Remedy> {
         if self.is_allowed() || self.reason == Reason::InvalidHost {
             return None;
+        }
+        if let Reason::NoRequestRule | Reason::AmbiguousPath(_) = self.reason {
+            return None;
+        }
+        if let Reason::Rule(entry) = &self.reason {
+            if entry.rule.resource.kind() == "request" {
+                return None;
+            }
         }
         let mut buf = [0u8; MAX_NAME_LEN];
         let allow = match parse_target(req.host, &mut buf)? {
@@ -157,6 +169,12 @@ impl fmt::Display for Decision {
             }
             Reason::PublicAddress => write!(f, "{verb}: resolved to a public address"),
             Reason::InvalidHost => write!(f, "{verb}: not a valid host name or IP address"),
+            Reason::NoRequestRule => {
+                write!(f, "{verb}: `allow request` rules name this host and none covers this request")
+            }
+            Reason::AmbiguousPath(why) => {
+                write!(f, "{verb}: request rules name this host and {why}, so the path could be read two ways")
+            }
         }
     }
 }

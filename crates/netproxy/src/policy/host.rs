@@ -143,6 +143,23 @@ impl HostPattern {
         Ok(make(rest.into()))
     }
 
+    /// True if the pattern covers `name` (a valid, lowercase name without
+    /// trailing dot). The compiled policy looks names up in its index
+    /// instead; this is for the few rules kept in a list.
+    pub fn matches(&self, name: &str) -> bool {
+        let under = |suffix: &str| {
+            name.len() > suffix.len() + 1
+                && name.ends_with(suffix)
+                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+        };
+        match self {
+            HostPattern::Exact(n) => **n == *name,
+            HostPattern::OneLabel(s) => under(s) && !name[..name.len() - s.len() - 1].contains('.'),
+            HostPattern::AnyDepth(s) => under(s),
+            HostPattern::Everything => true,
+        }
+    }
+
     /// True if the exact name `localhost` (which also names the loopback addresses).
     pub fn is_localhost(&self) -> bool {
         matches!(self, HostPattern::Exact(n) if &**n == "localhost")

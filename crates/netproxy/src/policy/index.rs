@@ -75,6 +75,7 @@ impl<'a> Hits<'a> {
                 && match &e.rule.rule.resource {
                     Resource::Net { net, .. } => net.names(class),
                     Resource::Host { .. } => true,
+                    Resource::Request(_) => false,
                 }
         };
         for e in entries.iter().filter(|e| e.ports.contains(port)).filter(counts) {
@@ -128,6 +129,8 @@ impl Table {
     pub(crate) fn insert(&mut self, rule: Arc<RuleEntry>) {
         let entry = Entry { action: rule.rule.action, ports: rule.rule.port_set(), rule: Arc::clone(&rule) };
         match &rule.rule.resource {
+            // Request rules are kept apart (see `CompiledPolicy::decide_request`).
+            Resource::Request(_) => {}
             Resource::Net { net, .. } => self.insert_net(*net, entry),
             Resource::Host { pattern, .. } => {
                 if pattern.is_localhost() {

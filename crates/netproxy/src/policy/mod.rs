@@ -13,6 +13,7 @@ mod decision;
 mod host;
 mod index;
 mod preset;
+mod request;
 mod rule;
 mod shared;
 
@@ -27,6 +28,7 @@ pub use compiled::CompiledPolicy;
 pub use decision::{Decision, Origin, Reason, Remedy, Request, RuleEntry, Verdict};
 pub use host::{HostPattern, NameProblem, HOST_ALIAS, MAX_NAME_LEN};
 pub use preset::{Preset, PresetError};
+pub use request::{Methods, PathPattern, RequestProblem, RequestTarget};
 pub use rule::{
     parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, RuleRefused,
     Scope, VALID_FORMS,

@@ -38,6 +38,7 @@ pub fn pattern_matches(pattern: &HostPattern, name: &str) -> bool {
 pub fn resource_covers_ip(resource: &Resource, ip: IpAddr) -> bool {
     match resource {
         Resource::Net { net, .. } => net.contains(ip),
+        Resource::Request(_) => false,
         Resource::Host { pattern, .. } if pattern.is_localhost() => loopback_nets().iter().any(|n| n.contains(ip)),
         Resource::Host { pattern, .. } => *pattern == HostPattern::Everything,
     }
@@ -84,7 +85,7 @@ impl LinearPolicy {
             Some(Target::Name(name)) => {
                 let hit = |r: &Rule| match &r.resource {
                     Resource::Host { pattern, .. } => pattern_matches(pattern, name),
-                    Resource::Net { .. } => false,
+                    Resource::Net { .. } | Resource::Request(_) => false,
                 };
                 self.first(req, Action::Deny, hit)
                     .or_else(|| self.first(req, Action::Allow, hit))

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::address::IpNet;
 use super::host::{HostPattern, NameProblem};
+use super::request::{RequestProblem, RequestTarget};
 
 /// The forms a resource can take, shown with every parse error.
 pub const VALID_FORMS: &str = "valid forms: example.com, *.example.com (one label), \
@@ -112,6 +113,9 @@ pub enum Resource {
         /// Which ports.
         ports: Ports,
     },
+    /// Requests to a host by method and path (`DELETE api.github.com/**`):
+    /// a request rule, which filters what network rules let through.
+    Request(RequestTarget),
 }
 
 impl Resource {
@@ -119,6 +123,15 @@ impl Resource {
     pub fn ports(&self) -> Ports {
         match self {
             Resource::Host { ports, .. } | Resource::Net { ports, .. } => *ports,
+            Resource::Request(t) => t.ports,
+        }
+    }
+
+    /// `network` or `request`: the word after `allow|deny`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Request(_) => "request",
+            _ => "network",
         }
     }
 
@@ -301,6 +314,7 @@ impl fmt::Display for Resource {
             Resource::Net { net, ports: Ports::Default } => write!(f, "{net}"),
             Resource::Net { net, ports } if net.addr().is_ipv6() => write!(f, "[{net}]{ports}"),
             Resource::Net { net, ports } => write!(f, "{net}{ports}"),
+            Resource::Request(t) => write!(f, "{t}"),
         }
     }
 }
@@ -314,7 +328,15 @@ impl Serialize for Resource {
 impl<'de> Deserialize<'de> for Resource {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Resource, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Only a request target has a space (between its methods, written
+        // in capitals as they are printed, and its host).
+        let canonical = |m: &str| m.bytes().all(|b| b.is_ascii_uppercase() || b"*,-".contains(&b));
+        match s.split_once(' ') {
+            Some((methods, target)) if canonical(methods) => {
+                RequestTarget::parse(methods, target).map(Resource::Request).map_err(serde::de::Error::custom)
+            }
+            _ => s.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -342,6 +364,19 @@ impl Rule {
         Ok(resources.into_iter().map(|r| Rule::new(action, scope.clone(), r)).collect())
     }
 
+    /// One request rule per target in a comma-separated list, as `moat
+    /// policy deny request DELETE api.github.com/**,api.gitlab.com/**` gives them.
+    pub fn parse_requests(action: Action, scope: &Scope, methods: &str, targets: &str) -> Result<Vec<Rule>, RuleError> {
+        targets
+            .split(',')
+            .map(|t| {
+                let target = RequestTarget::parse(methods, t)
+                    .map_err(|problem| RuleError::Request { input: format!("{methods} {t}"), problem })?;
+                Ok(Rule::new(action, scope.clone(), Resource::Request(target)))
+            })
+            .collect()
+    }
+
     /// The ports this rule covers. A port written in the rule is exact. With
     /// no port: an allow for a host name covers 80 and 443; `**`, addresses
     /// and networks, and every deny cover all ports (a deny never leaves a
@@ -354,6 +389,7 @@ impl Rule {
             (Ports::Default, Action::Allow, Resource::Net { .. }) => PortSet::Any,
             (Ports::Default, Action::Allow, Resource::Host { pattern: HostPattern::Everything, .. }) => PortSet::Any,
             (Ports::Default, Action::Allow, Resource::Host { .. }) => PortSet::Web,
+            (Ports::Default, _, Resource::Request(_)) => PortSet::Any,
         }
     }
 
@@ -383,7 +419,7 @@ impl Rule {
 impl fmt::Display for Rule {
     /// `allow network github.com` or `deny network **.example.com --sandbox web`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} network {}", self.action, self.resource)?;
+        write!(f, "{} {} {}", self.action, self.resource.kind(), self.resource)?;
         match &self.scope {
             Scope::Global => Ok(()),
             Scope::Sandbox(name) => write!(f, " --sandbox {name}"),
@@ -416,11 +452,22 @@ fn port_example(net: &IpNet) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
     /// Not `allow|deny network RESOURCE [--sandbox NAME]`.
-    #[error("invalid rule {0:?}: expected 'allow|deny network RESOURCE [--sandbox NAME]'")]
+    #[error(
+        "invalid rule {0:?}: expected 'allow|deny network RESOURCE [--sandbox NAME]' \
+         or 'allow|deny request METHODS HOST[/PATH] [--sandbox NAME]'"
+    )]
     Syntax(String),
     /// The resource is invalid.
     #[error("invalid rule")]
     Resource(#[from] ResourceError),
+    /// A request rule's methods or target are invalid.
+    #[error("invalid request rule {input:?}: {problem}")]
+    Request {
+        /// `METHODS TARGET` as written.
+        input: String,
+        /// What is wrong.
+        problem: RequestProblem,
+    },
 }
 
 impl FromStr for Rule {
@@ -435,10 +482,17 @@ impl FromStr for Rule {
             _ => return Err(syntax()),
         };
         let scope = match words.as_slice() {
-            [_, "network", _] => Scope::Global,
-            [_, "network", _, "--sandbox", name] => Scope::Sandbox(name.to_string()),
+            [_, "network", _] | [_, "request", _, _] => Scope::Global,
+            [_, "network", _, "--sandbox", name] | [_, "request", _, _, "--sandbox", name] => {
+                Scope::Sandbox(name.to_string())
+            }
             _ => return Err(syntax()),
         };
+        if words[1] == "request" {
+            let target = RequestTarget::parse(words[2], words[3])
+                .map_err(|problem| RuleError::Request { input: format!("{} {}", words[2], words[3]), problem })?;
+            return Ok(Rule::new(action, scope, Resource::Request(target)));
+        }
         Ok(Rule::new(action, scope, words[2].parse()?))
     }
 }

@@ -223,6 +223,16 @@ async fn exchange(
         tracker.finish(LogVerdict::Denied);
         return false;
     }
+    if let Some(decision) = policy.decide_request(&request, &method, &target.path) {
+        tracker.decision(&decision);
+        if !decision.is_allowed() {
+            tracker.status(403);
+            let page = reply::request_forbidden(&request, &method, &target.path, &decision);
+            let _ = client.write_all(&page).await;
+            tracker.finish(LogVerdict::Denied);
+            return false;
+        }
+    }
 
     let mut headers = Headers::from_entries(head::end_to_end(&req.head, true));
     let note = match (&inner.intercept, &*mode) {

@@ -155,6 +155,8 @@ pub(crate) fn rule_text(decision: &Decision) -> Option<String> {
         Reason::Default(preset) => Some(format!("preset {preset} (default deny)")),
         Reason::SpecialAddress(ip, class) => Some(format!("{ip} is {class}")),
         Reason::InvalidHost => Some("invalid host".to_string()),
+        Reason::NoRequestRule => Some("no `allow request` rule covers it".to_string()),
+        Reason::AmbiguousPath(why) => Some(format!("request rules apply and {why}")),
         Reason::PublicAddress => None,
     }
 }

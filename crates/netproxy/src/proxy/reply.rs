@@ -2,7 +2,7 @@
 //! denied, by which rule, and what to type to allow it; 400 and 502 with a
 //! short reason; a TLS alert when the refusal comes after the tunnel opened.
 
-use crate::policy::{Decision, Request};
+use crate::policy::{Decision, Origin, Reason, Request};
 
 use super::target::HostPort;
 
@@ -27,6 +27,25 @@ pub(crate) fn denial_text(req: &Request<'_>, decision: &Decision) -> String {
         }
     }
     text
+}
+
+/// A complete `403 Forbidden` response for a request a request rule denied.
+pub(crate) fn request_forbidden(req: &Request<'_>, method: &str, path: &str, decision: &Decision) -> Vec<u8> {
+    let mut text = format!(
+        "Moat blocked this request.\n\n  request: {method} {}{path}\n  sandbox: {}\n  reason:  {decision}\n",
+        HostPort(req.host, req.port),
+        req.sandbox
+    );
+    match &decision.reason {
+        Reason::Rule(entry) if entry.origin == Origin::User => {
+            text.push_str(&format!("\nTo stop denying it, remove the rule on the host:\n    moat policy rm {}\n", entry.rule));
+        }
+        Reason::NoRequestRule => text.push_str(
+            "\nTo allow it, add a rule on the host, e.g.:\n    moat policy allow request METHOD HOST/PATH [--sandbox NAME]\n",
+        ),
+        _ => {}
+    }
+    response(403, "Forbidden", &text)
 }
 
 /// A complete `403 Forbidden` response for a policy denial.

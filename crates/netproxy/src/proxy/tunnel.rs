@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
 use crate::log::{LogMode, LogVerdict};
-use crate::policy::{Decision, Ports, Reason};
+use crate::policy::{Decision, Ports, Reason, Request};
 
 use super::forward::{self, Mode};
 use super::io::{Conn, Prefixed};
@@ -136,8 +136,12 @@ pub(crate) async fn run(
     intercept_mode: LogMode,
 ) {
     let Tunnel { sandbox, host, port, sniff, connected } = tunnel;
-    let wanted = match (sniff, &inner.intercept) {
-        (Sniff::Tls(Some(_)), Some(hook)) if ip_literal(host).is_none() => hook.wants(sandbox, host, port),
+    // Terminated if the credential hook wants it, or a request rule must see its requests.
+    let wanted = match sniff {
+        Sniff::Tls(Some(_)) if ip_literal(host).is_none() => {
+            inner.intercept.as_ref().is_some_and(|hook| hook.wants(sandbox, host, port))
+                || inner.policy.snapshot().reads_requests(&Request::new(sandbox, host, port))
+        }
         _ => false,
     };
     if !wanted {

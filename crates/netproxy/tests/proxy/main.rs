@@ -5,6 +5,7 @@
 mod explicit;
 mod intercept;
 mod records;
+mod requests;
 mod scrub;
 mod transparent;
 mod tunnel;

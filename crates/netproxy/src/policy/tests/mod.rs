@@ -4,6 +4,7 @@ mod address;
 mod decide;
 mod parse;
 mod property;
+mod request;
 
 use super::{Action, CompiledPolicy, Decision, Preset, Reason, Request, Rule, Scope, Verdict};
 
