@@ -401,7 +401,7 @@ impl Rule {
     pub fn check_new(&self) -> Result<(), RuleRefused> {
         match (&self.action, &self.resource) {
             (Action::Allow, Resource::Net { net, ports: Ports::Default }) if net.covers_special() => {
-                Err(RuleRefused { rule: self.clone(), net: *net })
+                Err(RuleRefused { rule: self.to_string(), net: *net })
             }
             _ => Ok(()),
         }
@@ -435,8 +435,8 @@ impl fmt::Display for Rule {
     example = port_example(net)
 )]
 pub struct RuleRefused {
-    /// The rule as asked for.
-    pub rule: Rule,
+    /// The rule as asked for, as text.
+    pub rule: String,
     /// Its network.
     pub net: IpNet,
 }
