@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use moat_netproxy::log::{ConnectionRecord, ConnectionSink, LogOptions, SqliteLog};
 use moat_netproxy::policy::{Policy, Preset, Rule};
-use moat_netproxy::proxy::{CertificateAuthority, Headers, Intercept, Proxy, ProxyConfig, StaticResolver};
+use moat_netproxy::proxy::{CertificateAuthority, Headers, Intercept, Proxy, ProxyConfig, Redaction, StaticResolver};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -47,6 +47,14 @@ impl Intercept for AddHeader {
     fn rewrite(&self, _sandbox: &str, _host: &str, headers: &mut Headers) -> Option<String> {
         headers.set("X-Moat-Bench", b"injected").expect("a valid header");
         None
+    }
+
+    /// As the credential hook does: every answer is scrubbed of a
+    /// 108-byte secret (the length of an Anthropic key).
+    fn redactions(&self, _sandbox: &str, _host: &str) -> Vec<Redaction> {
+        let secret = format!("sk-ant-api03-{}", "S".repeat(95));
+        let placeholder = format!("sk-ant-api03-{}", "P".repeat(95));
+        vec![Redaction::new(secret.into_bytes(), placeholder.into_bytes())]
     }
 }
 
