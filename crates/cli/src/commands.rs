@@ -432,9 +432,10 @@ fn repository_note(info: &SandboxInfo) -> Option<String> {
 }
 
 fn backend_note(info: &SandboxInfo) -> Option<String> {
-    let emulated = info.status.backend.is_some_and(|b| b.accel == moat_sandbox_core::backend::Accel::Tcg);
-    emulated.then(|| {
-        "running under QEMU software emulation (TCG): this host has no usable hardware virtualization".to_string()
+    emulated(info).then(|| {
+        "running under QEMU software emulation (TCG): this host has no usable hardware virtualization, and \
+         emulation is a weaker boundary than KVM"
+            .to_string()
     })
 }
 
@@ -464,7 +465,11 @@ fn print_list(list: &[SandboxInfo], sessions: &[Option<bool>], json: bool, quiet
                     None => s.spec.agent.clone(),
                 },
                 status,
-                s.status.backend.map(|b| b.to_string()).unwrap_or_default(),
+                match s.status.backend {
+                    Some(b) if emulated(s) => format!("{b} (emulated)"),
+                    Some(b) => b.to_string(),
+                    None => String::new(),
+                },
                 if *session == Some(true) { "attachable" } else { "-" }.to_string(),
                 s.spec.workspace.display().to_string(),
             ]
@@ -481,6 +486,18 @@ fn print_list(list: &[SandboxInfo], sessions: &[Option<bool>], json: bool, quiet
         let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
+    if list.iter().any(emulated) {
+        eprintln!("moat: {TCG_NOTE}");
+    }
+}
+
+/// What software emulation means for the boundary, said wherever a sandbox runs under it.
+const TCG_NOTE: &str = "an emulated sandbox runs under QEMU's software emulation (TCG), a weaker boundary \
+                        than hardware virtualization (KVM): a guest meets far more host code on its way out";
+
+/// Whether `info` runs under software emulation (TCG).
+fn emulated(info: &SandboxInfo) -> bool {
+    info.status.backend.is_some_and(|b| b.accel == moat_sandbox_core::backend::Accel::Tcg)
 }
 
 /// `ls --json`: the API's sandboxes, with the names of their variables
@@ -493,6 +510,9 @@ fn list_json(list: &[SandboxInfo], sessions: &[Option<bool>]) -> serde_json::Val
             fields.insert("env_keys".into(), s.spec.env.keys().map(String::as_str).collect());
             // true: an agent session runs (`moat attach`); null: not running or unknown.
             fields.insert("session".into(), serde_json::to_value(session).expect("serializing"));
+            // true: it runs under software emulation (TCG), a weaker boundary than KVM; null: not running.
+            let emulated = s.status.backend.map(|_| emulated(s));
+            fields.insert("emulated".into(), serde_json::to_value(emulated).expect("serializing"));
         }
         v
     };

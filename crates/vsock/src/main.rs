@@ -21,11 +21,29 @@ struct Args {
     /// connections to host port P go to `<uds-path>_P`.
     #[arg(long)]
     uds_path: PathBuf,
+    /// Take the sockets' folder as the root and drop every capability before
+    /// serving (needs root; both sockets must be in that folder).
+    #[arg(long)]
+    jail: bool,
 }
+
+mod jail;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = moat_vsock::Config { guest_cid: args.guest_cid, socket: args.socket, uds_path: args.uds_path };
+    // Before any thread starts, so that every thread inherits it.
+    let confined = match args.jail {
+        true => jail::enter(&args.socket, &args.uds_path),
+        false => Ok((args.socket, args.uds_path)),
+    };
+    let (socket, uds_path) = match confined.and_then(|paths| jail::restrict().map(|()| paths)) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("moat-vsock: {}", chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = moat_vsock::Config { guest_cid: args.guest_cid, socket, uds_path };
     // A bug must end the process, not leave a worker thread dead and the guest's
     // sockets silently wedged.
     let default_hook = std::panic::take_hook();
@@ -54,16 +72,21 @@ fn main() -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = format!("moat-vsock: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("moat-vsock: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its sources, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
 }
 
 fn remove_sockets(config: &moat_vsock::Config) {

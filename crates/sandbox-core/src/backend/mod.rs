@@ -7,6 +7,7 @@
 //! channel, how to stop it at once). Two exist: QEMU's microvm ([`Qemu`]) and
 //! Moat's own `moat-vmm` ([`Vmm`], opt-in with `--backend vmm`).
 
+mod jail;
 mod qemu;
 mod tools;
 mod vmm;
@@ -16,6 +17,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+pub use jail::{jail_dir, sandbox_id};
 pub use qemu::{too_many_devices, Qemu, MAX_DEVICES as QEMU_MAX_DEVICES};
 pub use tools::{find_tool, search_path, Tool};
 pub use vmm::{api_socket, Vmm};

@@ -1,8 +1,10 @@
 //! The QEMU backend: `qemu-system-x86_64 -M microvm`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::jail::{jail_dir, sandbox_id, ChildJail};
 use super::{find_tool, kernel_cmdline, Accel, BackendError, DeviceSockets, Hypervisor, Tool, VmConfig};
 
 /// Virtio-mmio transports of QEMU's microvm without ACPI: every disk, the
@@ -39,6 +41,15 @@ impl Hypervisor for Qemu {
     }
 
     fn command(&self, vm: &VmConfig, sockets: &DeviceSockets) -> Result<Command, BackendError> {
+        // SAFETY: geteuid only reads this process's credentials.
+        let root = unsafe { libc::geteuid() } == 0;
+        self.command_as(vm, sockets, root)
+    }
+}
+
+impl Qemu {
+    /// [`Hypervisor::command`] for a Moat that runs as root or not.
+    fn command_as(&self, vm: &VmConfig, sockets: &DeviceSockets, root: bool) -> Result<Command, BackendError> {
         let mut c = Command::new(&self.binary);
         let accel = match vm.accel {
             Accel::Kvm => "kvm",
@@ -85,8 +96,42 @@ impl Hypervisor for Qemu {
             c.arg("-chardev").arg(socket_chardev(&format!("fs{i}"), sock));
             c.args(["-device", &format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag)]);
         }
+        confine(&mut c, vm, root)?;
         Ok(c)
     }
+}
+
+/// Capabilities QEMU started by root keeps in its bounding set: reading the
+/// files it opens at start whoever owns them, and taking the jail itself.
+const ROOT_KEEPS: &[u32] = &[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SETGID, CAP_SETUID, CAP_SYS_CHROOT];
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SYS_CHROOT: u32 = 18;
+
+/// QEMU's own seccomp policy, whoever runs it: no obsolete calls, no new
+/// processes, no scheduler or resource changes; a violation kills it. Run by
+/// root, it also opens everything it needs, then takes an empty read-only
+/// root (`-chroot`) and a user of the sandbox's own (`-runas`), in new mount,
+/// network, IPC and UTS namespaces ([`ChildJail`]), with a bounding set of
+/// [`ROOT_KEEPS`]. Its `set*id` calls happen after its filter is in place, so
+/// the policy must allow them there; afterwards it holds no capability and has
+/// `no_new_privs` (set with the filter), so it cannot become root again.
+fn confine(c: &mut Command, vm: &VmConfig, root: bool) -> Result<(), BackendError> {
+    let elevate = if root { "allow" } else { "deny" };
+    c.args(["-sandbox", &format!("on,obsolete=deny,elevateprivileges={elevate},spawn=deny,resourcecontrol=deny")]);
+    if !root {
+        return Ok(());
+    }
+    let id = sandbox_id(&vm.run_dir);
+    let jail = jail_dir(&vm.run_dir);
+    c.arg("-chroot").arg(&jail).args(["-runas", &format!("{id}:{id}")]);
+    let child = ChildJail::new(&jail, ROOT_KEEPS)
+        .map_err(|e| BackendError::Unsupported("qemu", format!("its jail {} cannot be used: {e}", jail.display())))?;
+    // SAFETY: `enter` makes only system calls on memory prepared before the fork.
+    unsafe { c.pre_exec(move || child.enter()) };
+    Ok(())
 }
 
 fn drive(id: &str, file: &std::path::Path, read_only: bool) -> std::ffi::OsString {
@@ -152,7 +197,7 @@ mod tests {
         };
         let sockets = DeviceSockets { vsock: "v.sock".into(), fs: vec!["f.sock".into(); 2] };
         let qemu = Qemu { binary: "qemu".into() };
-        let cmd = qemu.command(&vm(2, 1), &sockets).unwrap();
+        let cmd = qemu.command_as(&vm(2, 1), &sockets, false).unwrap();
         let devices: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -172,6 +217,52 @@ mod tests {
         assert!(qemu.command(&vm(3, 2), &sockets).is_ok(), "eight devices fit");
         let err = qemu.command(&vm(4, 2), &sockets).unwrap_err().to_string();
         assert!(err.contains("it needs 9 virtio devices") && err.contains("has 8"), "{err}");
+    }
+
+    #[test]
+    fn qemu_runs_under_its_seccomp_policy_and_as_root_in_a_jail_of_the_sandboxs_own() {
+        let vm = VmConfig {
+            name: "q".into(),
+            backend: super::super::BackendKind::Qemu,
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 512,
+            kernel: "k".into(),
+            initramfs: "i".into(),
+            root_disk: "r".into(),
+            state_disk: "s".into(),
+            layers: vec![],
+            shares: vec![],
+            run_dir: "/home/u/.moat/sandboxes/ab/run".into(),
+            egress: None,
+            agent_hosts: vec![],
+        };
+        let sockets = DeviceSockets { vsock: "v.sock".into(), fs: vec![] };
+        let qemu = Qemu { binary: "qemu".into() };
+        let args = |root| -> Vec<String> {
+            let c = qemu.command_as(&vm, &sockets, root).unwrap();
+            c.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        let after = |args: &[String], flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
+
+        let user = args(false);
+        assert_eq!(
+            after(&user, "-sandbox").as_deref(),
+            Some("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+        );
+        assert_eq!((after(&user, "-runas"), after(&user, "-chroot")), (None, None), "a user's QEMU is already theirs");
+
+        let root = args(true);
+        // QEMU drops root itself after its filter is in place, so set*id stays allowed; it then
+        // has no capability and no_new_privs, so it cannot come back.
+        assert_eq!(
+            after(&root, "-sandbox").as_deref(),
+            Some("on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny")
+        );
+        let id = sandbox_id(&vm.run_dir);
+        assert!(id >= 0x4d00_0000, "never root nor an ordinary user: {id}");
+        assert_eq!(after(&root, "-runas"), Some(format!("{id}:{id}")));
+        assert_eq!(after(&root, "-chroot").as_deref(), Some("/home/u/.moat/sandboxes/ab/run/jail"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::jail::{jail_dir, sandbox_id};
 use super::{find_tool, kernel_cmdline, BackendError, DeviceSockets, Hypervisor, Tool, VmConfig, GUEST_CID};
 
 /// How long the control socket gets to answer `stop`.
@@ -72,9 +73,9 @@ impl Hypervisor for Vmm {
         c.arg("--api-socket").arg(api_socket(vm));
         // SAFETY: geteuid only reads this process's credentials.
         if unsafe { libc::geteuid() } == 0 {
-            // Root can jail it: own namespaces, an empty root, a uid of its own.
-            let id = jail_id(&vm.run_dir).to_string();
-            c.arg("--jail").arg(vm.run_dir.join("jail"));
+            // Root can jail it: own namespaces, an empty root, a uid of the sandbox's own.
+            let id = sandbox_id(&vm.run_dir).to_string();
+            c.arg("--jail").arg(jail_dir(&vm.run_dir));
             c.args(["--jail-uid", &id, "--jail-gid", &id]);
         }
         Ok(c)
@@ -88,18 +89,6 @@ impl Hypervisor for Vmm {
     fn stop_now(&self, vm: &VmConfig) -> bool {
         moat_proto::vmm::ApiClient::connect(api_socket(vm), API_TIMEOUT).and_then(|mut api| api.stop()).is_ok()
     }
-}
-
-/// The uid and gid a jailed moat-vmm runs as: one per sandbox (from its run
-/// folder), in a range no distribution hands out, so two VMMs never share a
-/// user and cannot signal or trace each other.
-fn jail_id(run_dir: &Path) -> u32 {
-    const BASE: u32 = 0x4d00_0000; // "M" << 24: far above login and system ids.
-    let mut hash: u32 = 0x811c_9dc5; // FNV-1a
-    for b in run_dir.as_os_str().as_encoded_bytes() {
-        hash = (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-    }
-    BASE + (hash & 0x00ff_ffff)
 }
 
 /// `PATH,OPTION`; moat-vmm splits at the last comma, so commas in `path` are fine.
@@ -194,23 +183,12 @@ mod tests {
         // SAFETY: geteuid only reads this process's credentials.
         let jail: Vec<String> = match unsafe { libc::geteuid() } {
             0 => {
-                let id = jail_id(&vm.run_dir).to_string();
+                let id = sandbox_id(&vm.run_dir).to_string();
                 ["--jail", "/home/sandboxes/ab/run/jail", "--jail-uid", &id, "--jail-gid", &id].map(String::from).into()
             }
             _ => Vec::new(),
         };
         assert_eq!(got[want.len()..], jail, "jailed exactly when run as root");
-    }
-
-    #[test]
-    fn each_sandbox_gets_a_jail_user_of_its_own_outside_ordinary_ids() {
-        let a = jail_id(Path::new("/home/u/.moat/sandboxes/1a2b/run"));
-        let b = jail_id(Path::new("/home/u/.moat/sandboxes/1a2c/run"));
-        assert_ne!(a, b);
-        assert_eq!(a, jail_id(Path::new("/home/u/.moat/sandboxes/1a2b/run")), "stable");
-        for id in [a, b] {
-            assert!((0x4d00_0000..0x4e00_0000).contains(&id), "{id:#x}");
-        }
     }
 
     #[test]

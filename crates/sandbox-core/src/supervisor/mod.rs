@@ -4,12 +4,14 @@
 //! `setsid`, so it outlives the daemon that spawned it) that owns the VM monitor
 //! and its device back-ends (virtiofsd per share, the vsock backend), publishes
 //! the VM's status in its run folder, bounds the console log, and on SIGTERM asks
-//! the guest to power off. Its children die with it (`PR_SET_PDEATHSIG`), so
-//! killing a supervisor with SIGKILL never leaves a VM running unseen. It and
+//! the guest to power off. Its children die with it (`PR_SET_PDEATHSIG`; a
+//! monitor that changes its user, through the VM's PID namespace: [`pid_ns`]),
+//! so killing a supervisor with SIGKILL never leaves a VM running unseen. It and
 //! every child work in `/`, never in a workspace ([`supervise_process`]).
 
 mod console;
 mod entry;
+mod pid_ns;
 mod run;
 mod share;
 mod status;

@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 
 use super::console::BoundedLog;
+use super::pid_ns::VmPidNamespace;
 use super::status::{BootTimes, Phase, RunDir, Status};
 use super::stderr_tail::StderrTail;
 use crate::agent::AgentConn;
@@ -156,12 +157,14 @@ fn run_vm(run: &RunDir, status: &mut Status, started: Instant) -> Result<(), Sup
         Some(paths) => Some(crate::egress::service::start(&vm.name, &vm.agent_hosts, paths, &run.vsock_socket())?),
         None => None,
     };
+    // moat-vsock and the monitor share a PID namespace whose init is moat-vsock (root only).
+    let mut pid_ns = VmPidNamespace::new().map_err(io_err)?;
     // Dropped after the monitor: the back-ends are stopped once it is gone.
-    let _backends = start_backends(&vm, &sockets, run)?;
+    let _backends = start_backends(&vm, &sockets, run, pid_ns.as_mut())?;
     let ms = |since: Instant| since.elapsed().as_millis() as u64;
     let mut boot = BootTimes { devices_ms: ms(started), ..BootTimes::default() };
 
-    let mut monitor = Monitor::start(hv.as_ref(), &vm, &sockets, run)?;
+    let mut monitor = Monitor::start(hv.as_ref(), &vm, &sockets, run, pid_ns.as_mut())?;
     // Declared after the monitor: dropped (files removed) once it was waited for.
     let _leftovers = RemoveOnDrop(hv.run_files(&vm));
     boot.vmm_spawned_ms = ms(started);
@@ -225,17 +228,35 @@ fn device_sockets(run: &RunDir, vm: &VmConfig) -> DeviceSockets {
     sockets
 }
 
-/// virtiofsd for each share (guarded, see `share`) and the vsock device, up
-/// and listening.
-fn start_backends(vm: &VmConfig, sockets: &DeviceSockets, run: &RunDir) -> Result<Children, SuperviseError> {
+/// The vsock device (first: in the VM's PID namespace it is the init) and
+/// virtiofsd for each share (guarded, see `share`), up and listening.
+fn start_backends(
+    vm: &VmConfig,
+    sockets: &DeviceSockets,
+    run: &RunDir,
+    pid_ns: Option<&mut VmPidNamespace>,
+) -> Result<Children, SuperviseError> {
     let mut children = Children(Vec::new());
+    let (name, child) = spawn("vsock backend", vsock_backend(sockets, run)?, run, pid_ns)?;
+    children.0.push((name, child, Signal::SIGTERM));
     for (share, sock) in vm.shares.iter().zip(&sockets.fs) {
         let failed = |e: &dyn std::fmt::Display| SuperviseError::Start(format!("virtiofsd[{}]: {e}", share.tag));
         let (c, serve) = super::share::virtiofsd(&find_tool(Tool::Virtiofsd)?, share, sock).map_err(|e| failed(&e))?;
-        let (name, child) = spawn(&format!("virtiofsd[{}]", share.tag), c, run)?;
+        let (name, child) = spawn(&format!("virtiofsd[{}]", share.tag), c, run, None)?;
         children.0.push((name, child, Signal::SIGTERM));
         serve.start().map_err(|e| failed(&e))?;
     }
+    for sock in sockets.fs.iter().chain([&sockets.vsock]) {
+        wait_for_socket(sock, &mut children)?;
+    }
+    Ok(children)
+}
+
+/// `moat-vsock` for the VM. Run by root, it is jailed: new network, IPC and
+/// UTS namespaces (it needs none of them: its sockets are Unix sockets in the
+/// run folder), and `--jail`, with which it takes the run folder as its root
+/// and drops every capability before it serves (see its `jail` module).
+fn vsock_backend(sockets: &DeviceSockets, run: &RunDir) -> Result<Command, SuperviseError> {
     let mut c = Command::new(find_tool(Tool::VsockBackend)?);
     c.arg("--guest-cid")
         .arg(GUEST_CID.to_string())
@@ -243,12 +264,21 @@ fn start_backends(vm: &VmConfig, sockets: &DeviceSockets, run: &RunDir) -> Resul
         .arg(&sockets.vsock)
         .arg("--uds-path")
         .arg(run.vsock_socket());
-    let (name, child) = spawn("vsock backend", c, run)?;
-    children.0.push((name, child, Signal::SIGTERM));
-    for sock in sockets.fs.iter().chain([&sockets.vsock]) {
-        wait_for_socket(sock, &mut children)?;
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } == 0 {
+        c.arg("--jail");
+        // SAFETY: the closure makes one system call (unshare) on no memory.
+        unsafe {
+            c.pre_exec(|| {
+                let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+                match libc::unshare(flags) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
     }
-    Ok(children)
+    Ok(c)
 }
 
 /// A watcher thread that, on SIGTERM/SIGINT/SIGHUP, stops the VM gracefully.
@@ -283,11 +313,12 @@ impl Monitor {
         vm: &VmConfig,
         sockets: &DeviceSockets,
         run: &RunDir,
+        pid_ns: Option<&mut VmPidNamespace>,
     ) -> Result<Monitor, SuperviseError> {
         let mut cmd = hv.command(vm, sockets)?;
         cmd.stdout(Stdio::piped());
         log_line(run, &format!("supervisor: running {cmd:?}"));
-        let (name, child, stderr) = spawn_monitor(hv.name(), cmd, run)?;
+        let (name, child, stderr) = spawn_monitor(hv.name(), cmd, run, pid_ns)?;
         Ok(Monitor { name, child, stderr })
     }
 
@@ -341,10 +372,15 @@ impl Monitor {
 
 /// [`spawn`] for the VM monitor: its stderr goes to the supervisor log through a
 /// [`StderrTail`], so its last words can explain a failure.
-fn spawn_monitor(name: &str, mut cmd: Command, run: &RunDir) -> Result<(String, Child, StderrTail), SuperviseError> {
+fn spawn_monitor(
+    name: &str,
+    mut cmd: Command,
+    run: &RunDir,
+    pid_ns: Option<&mut VmPidNamespace>,
+) -> Result<(String, Child, StderrTail), SuperviseError> {
     let log = OpenOptions::new().create(true).append(true).open(run.supervisor_log()).ok();
     cmd.stderr(Stdio::piped());
-    let (name, mut child) = spawn_with_stderr(name, cmd, None)?;
+    let (name, mut child) = spawn_with_stderr(name, cmd, None, pid_ns)?;
     let stderr = StderrTail::spawn(child.stderr.take().expect("stderr was piped"), log);
     Ok((name, child, stderr))
 }
@@ -356,18 +392,29 @@ fn log_line(run: &RunDir, line: &str) {
     }
 }
 
-/// Spawns a child that dies with this process, its stderr appended to the supervisor log.
-fn spawn(name: &str, cmd: Command, run: &RunDir) -> Result<(String, Child), SuperviseError> {
+/// Spawns a child that dies with this process, its stderr appended to the
+/// supervisor log; in `pid_ns` when given.
+fn spawn(
+    name: &str,
+    cmd: Command,
+    run: &RunDir,
+    pid_ns: Option<&mut VmPidNamespace>,
+) -> Result<(String, Child), SuperviseError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(run.supervisor_log())
         .map_err(|e| SuperviseError::RunDir(run.path().into(), e))?;
-    spawn_with_stderr(name, cmd, Some(log))
+    spawn_with_stderr(name, cmd, Some(log), pid_ns)
 }
 
 /// Spawns a child that dies with this process, its stderr to `stderr` (as set on `cmd` when `None`).
-fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Option<File>) -> Result<(String, Child), SuperviseError> {
+fn spawn_with_stderr(
+    name: &str,
+    mut cmd: Command,
+    stderr: Option<File>,
+    pid_ns: Option<&mut VmPidNamespace>,
+) -> Result<(String, Child), SuperviseError> {
     cmd.stdin(Stdio::null()).current_dir("/");
     if let Some(log) = stderr {
         cmd.stderr(log);
@@ -386,7 +433,11 @@ fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Option<File>) -> Resu
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| SuperviseError::Start(format!("cannot start {name}: {e}")))?;
+    let child = match pid_ns {
+        Some(ns) => ns.spawn(|| cmd.spawn()),
+        None => cmd.spawn(),
+    };
+    let child = child.map_err(|e| SuperviseError::Start(format!("cannot start {name}: {e}")))?;
     Ok((name.to_string(), child))
 }
 
