@@ -31,4 +31,4 @@ pub use rule::{
     parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, Scope,
     VALID_FORMS,
 };
-pub use shared::Policy;
+pub use shared::{Policy, PolicyChanges};
