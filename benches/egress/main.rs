@@ -277,7 +277,10 @@ fn run(opts: &Options, layout: Layout, cores: usize) {
     report::print(&outcomes, &opts.conns, opts.setups);
     for db in &logs {
         db.flush();
-        println!("SQLite log: {} record(s) dropped (queue full) during the run", db.dropped());
+        println!(
+            "SQLite log: {} record(s) dropped (over the per-sandbox rate, or queue full) during the run",
+            db.dropped()
+        );
     }
     drop(keep_tools);
 }

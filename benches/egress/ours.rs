@@ -82,7 +82,7 @@ pub fn start(
     let (sink, sqlite): (Arc<dyn ConnectionSink>, _) = match log {
         Log::None => (Arc::new(NoLog), None),
         Log::Sqlite(path) => {
-            // The production defaults: bounded rows, bounded queue.
+            // The production defaults: bounded rows and queue, a per-sandbox share and rate.
             let db = Arc::new(SqliteLog::open_with(path, LogOptions::default()).map_err(|e| format!("log: {e}"))?);
             (Arc::clone(&db) as Arc<dyn ConnectionSink>, Some(db))
         }

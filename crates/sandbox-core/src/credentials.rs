@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use moat_secrets::{catalog, KeyStore, LoadError, OpenError, Scope, Vault};
+use moat_secrets::{catalog, KeyStore, LoadError, OpenError, Scope, Vault, VaultOptions};
 
 use crate::paths::Home;
 
@@ -18,9 +18,24 @@ pub fn open_vault(home: &Home) -> Result<Vault, OpenError> {
 }
 
 /// Opens (creating on first use) the vault in `secrets_dir`, keyed by
-/// [`vault_keys`].
+/// [`vault_keys`]. A value command it runs from inside the egress proxy's
+/// event loop runs beside it ([`off_the_event_loop`]).
 pub fn open_vault_in(secrets_dir: &Path) -> Result<Vault, OpenError> {
-    Vault::open(secrets_dir.join("vault"), vault_keys(secrets_dir).as_ref())
+    let options = VaultOptions { blocking: off_the_event_loop, ..VaultOptions::default() };
+    Vault::open_with(secrets_dir.join("vault"), vault_keys(secrets_dir).as_ref(), options)
+}
+
+/// Runs `work`, which blocks (a credential command, up to its timeout), so
+/// that a multi-threaded tokio runtime it is called from keeps serving its
+/// other tasks: `block_in_place` hands this worker's tasks to another
+/// thread first. Elsewhere (no runtime, or a single-threaded one, where
+/// that is impossible) it runs in place.
+fn off_the_event_loop(work: &mut dyn FnMut()) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// Where the key of the vault in `secrets_dir` lives: its `key` file if
@@ -83,5 +98,35 @@ mod tests {
         assert!(b.iter().any(|(k, v)| k == "ANTHROPIC_API_KEY" && v.starts_with("sk-ant-")), "{b:?}");
         let gh = |env: &[(String, String)]| env.iter().find(|(k, _)| k == "GH_TOKEN").unwrap().1.clone();
         assert_ne!(gh(&a), gh(&b), "placeholders are per sandbox");
+    }
+
+    #[test]
+    fn a_credential_command_does_not_stall_the_event_loop_it_is_called_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        home.ensure_private().unwrap();
+        let vault = std::sync::Arc::new(open_vault(&home).unwrap());
+        let cmd = ValueSource::Command { cmd: "sleep 1; echo tok".into(), ttl: std::time::Duration::ZERO };
+        vault.set(&Scope::Global, "github", cmd).unwrap();
+        // One worker: if the command blocked it, nothing else would run.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let ticks = runtime.block_on(async {
+            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = std::sync::Arc::clone(&ticks);
+            let ticker = tokio::spawn(async move {
+                // Sleeps, not an interval: an interval would catch up on missed ticks.
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            tokio::task::yield_now().await;
+            let before = ticks.load(std::sync::atomic::Ordering::SeqCst);
+            let resolved = tokio::spawn(async move { vault.resolve("s", "github").unwrap().unwrap() });
+            assert_eq!(resolved.await.unwrap().expose(), "tok");
+            ticker.abort();
+            ticks.load(std::sync::atomic::Ordering::SeqCst) - before
+        });
+        assert!(ticks >= 10, "the event loop ticked {ticks} times in the command's second");
     }
 }

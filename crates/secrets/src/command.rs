@@ -27,6 +27,22 @@ pub enum CommandError {
     Empty { cmd: String },
 }
 
+impl CommandError {
+    /// The same error again (an outcome kept for later callers).
+    pub(crate) fn again(&self) -> CommandError {
+        match self {
+            CommandError::Spawn { cmd, source } => {
+                CommandError::Spawn { cmd: cmd.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            CommandError::Failed { cmd, status, stderr_tail } => {
+                CommandError::Failed { cmd: cmd.clone(), status: status.clone(), stderr_tail: stderr_tail.clone() }
+            }
+            CommandError::Timeout { cmd, secs } => CommandError::Timeout { cmd: cmd.clone(), secs: *secs },
+            CommandError::Empty { cmd } => CommandError::Empty { cmd: cmd.clone() },
+        }
+    }
+}
+
 const TAIL: usize = 400;
 
 /// Runs `cmd` via `sh -c` in its own process group, killing the group after

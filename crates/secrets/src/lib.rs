@@ -36,4 +36,4 @@ pub use placeholder::Placeholders;
 pub use secret::Secret;
 pub use secret_service::SecretService;
 pub use system::SystemKeyStore;
-pub use vault::{Entry, Scope, Source, ValueSource, Vault, VaultOptions};
+pub use vault::{Blocking, Entry, Scope, Source, ValueSource, Vault, VaultOptions};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{FileKeyStore, OpenError, Vault};
+use crate::{FileKeyStore, OpenError, Vault, VaultOptions};
 
 /// A temp dir holding `moat/key` and `moat/vault`; removed on drop.
 #[derive(Debug)]
@@ -36,6 +36,11 @@ impl TempVault {
     /// separate processes would).
     pub fn open(&self) -> Result<Vault, OpenError> {
         Vault::open(self.vault_path(), &self.keys())
+    }
+
+    /// [`TempVault::open`] with `options`.
+    pub fn open_with(&self, options: VaultOptions) -> Result<Vault, OpenError> {
+        Vault::open_with(self.vault_path(), &self.keys(), options)
     }
 }
 

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::atomic::{self, WriteLock};
 use crate::catalog::{self, CustomService, TokenFormat, CUSTOM_FORMAT};
-use crate::command;
+use crate::command::{self, CommandError};
 use crate::error::{LoadError, OpenError, ResolveError, UnknownService, WriteError};
 use crate::format::{Sealer, StoredEntry, StoredSource, VaultData};
 use crate::keystore::{create_private_dir, KeyStore};
@@ -38,7 +38,8 @@ impl Scope {
 pub enum ValueSource {
     /// The value itself (from stdin or `-t TOKEN`).
     Literal(Secret),
-    /// A host command printing the value, re-run once its output is older than `ttl`.
+    /// A host command printing the value, re-run once its output is older
+    /// than `ttl` (at least [`VaultOptions::min_command_ttl`]).
     Command { cmd: String, ttl: Duration },
 }
 
@@ -58,17 +59,48 @@ pub struct Entry {
     pub updated_at: SystemTime,
 }
 
+/// Runs a piece of work that blocks its thread (see [`VaultOptions::blocking`]).
+pub type Blocking = fn(&mut dyn FnMut());
+
 /// Options for [`Vault::open_with`].
 #[derive(Debug, Clone)]
 pub struct VaultOptions {
     /// How long a value command may run before it's killed.
     pub command_timeout: Duration,
+    /// The shortest time a command's output (or failure) is reused, whatever
+    /// its TTL: with a TTL of 0, a burst of requests still runs the command
+    /// at most once per this long. Concurrent callers share one run.
+    pub min_command_ttl: Duration,
+    /// Wraps every wait for a value command (running it, or waiting for
+    /// another caller's run). An embedder calling [`Vault::resolve`] from an
+    /// async event loop passes a way to step off it (tokio's
+    /// `block_in_place`); the default runs the work in place.
+    pub blocking: Blocking,
 }
 
 impl Default for VaultOptions {
     fn default() -> Self {
-        Self { command_timeout: Duration::from_secs(10) }
+        Self {
+            command_timeout: Duration::from_secs(10),
+            min_command_ttl: Duration::from_secs(1),
+            blocking: |work| work(),
+        }
     }
+}
+
+/// A value command's state for one (scope, service).
+enum Run {
+    /// Being run by one caller (the number tells its run from a later one's).
+    Running(u64),
+    /// Its outcome and when it ended.
+    Done(Result<Secret, CommandError>, Instant),
+}
+
+/// Value commands' outcomes and runs in progress.
+#[derive(Default)]
+struct Commands {
+    runs: HashMap<(Scope, String), Run>,
+    next_run: u64,
 }
 
 /// Identity of the file's current version: a rename changes the inode.
@@ -89,7 +121,9 @@ pub struct Vault {
     placeholders: Placeholders,
     options: VaultOptions,
     cache: Mutex<Cached>,
-    commands: Mutex<HashMap<(Scope, String), (Secret, Instant)>>,
+    commands: Mutex<Commands>,
+    /// Signalled when a command run ends.
+    ran: Condvar,
     issued: Mutex<HashMap<String, (String, String)>>,
 }
 
@@ -119,7 +153,8 @@ impl Vault {
             placeholders: Placeholders::new(&master),
             options,
             cache: Mutex::new(Cached { stamp: None, data: VaultData::default() }),
-            commands: Mutex::new(HashMap::new()),
+            commands: Mutex::new(Commands::default()),
+            ran: Condvar::new(),
             issued: Mutex::new(HashMap::new()),
             path,
         };
@@ -295,24 +330,67 @@ impl Vault {
             .map(|(id, _)| id)
     }
 
+    /// The command's output if it is fresh, else the outcome of one run of
+    /// it shared by every concurrent caller (inside [`VaultOptions::blocking`]).
+    /// A failure is kept for [`VaultOptions::min_command_ttl`], so a broken
+    /// command is not re-run for every request either.
     fn run_cached(&self, scope: Scope, service: &str, cmd: &str, ttl: Duration) -> Result<Secret, ResolveError> {
         let key = (scope, service.to_owned());
-        if let Some((v, at)) = self.lock_commands().get(&key) {
+        let ttl = ttl.max(self.options.min_command_ttl);
+        if let Some(Run::Done(Ok(value), at)) = self.lock_commands().runs.get(&key) {
             if at.elapsed() < ttl {
-                return Ok(v.clone());
+                return Ok(value.clone());
             }
         }
-        let value = command::run(cmd, self.options.command_timeout)
-            .map_err(|source| ResolveError::Command { service: service.into(), source })?;
-        self.lock_commands().insert(key, (value.clone(), Instant::now()));
-        Ok(value)
+        let mut outcome = None;
+        (self.options.blocking)(&mut || outcome = Some(self.run_shared(&key, cmd, ttl)));
+        outcome
+            .unwrap_or_else(|| self.run_shared(&key, cmd, ttl))
+            .map_err(|source| ResolveError::Command { service: service.into(), source })
+    }
+
+    /// Waits for a run in progress or makes one; blocks.
+    fn run_shared(&self, key: &(Scope, String), cmd: &str, ttl: Duration) -> Result<Secret, CommandError> {
+        let min_ttl = self.options.min_command_ttl;
+        // A run never takes much longer than its timeout; past that, whoever
+        // waits runs the command itself.
+        let patience = self.options.command_timeout + Duration::from_secs(1);
+        let mut commands = self.lock_commands();
+        let started = Instant::now();
+        loop {
+            match commands.runs.get(key) {
+                Some(Run::Done(Ok(value), at)) if at.elapsed() < ttl => return Ok(value.clone()),
+                Some(Run::Done(Err(e), at)) if at.elapsed() < min_ttl => return Err(e.again()),
+                Some(Run::Running(_)) if started.elapsed() < patience => {
+                    commands = self.ran.wait_timeout(commands, patience).unwrap_or_else(|p| p.into_inner()).0;
+                }
+                _ => break,
+            }
+        }
+        let run = commands.next_run;
+        commands.next_run += 1;
+        commands.runs.insert(key.clone(), Run::Running(run));
+        drop(commands);
+        let outcome = command::run(cmd, self.options.command_timeout);
+        let mut commands = self.lock_commands();
+        // Unless the entry was changed or removed meanwhile (`set`, `rm`).
+        if matches!(commands.runs.get(key), Some(Run::Running(r)) if *r == run) {
+            let kept = match &outcome {
+                Ok(value) => Ok(value.clone()),
+                Err(e) => Err(e.again()),
+            };
+            commands.runs.insert(key.clone(), Run::Done(kept, Instant::now()));
+        }
+        self.ran.notify_all();
+        outcome
     }
 
     fn forget_command(&self, scope: &Scope, service: &str) {
-        self.lock_commands().remove(&(scope.clone(), service.to_owned()));
+        self.lock_commands().runs.remove(&(scope.clone(), service.to_owned()));
+        self.ran.notify_all();
     }
 
-    fn lock_commands(&self) -> MutexGuard<'_, HashMap<(Scope, String), (Secret, Instant)>> {
+    fn lock_commands(&self) -> MutexGuard<'_, Commands> {
         self.commands.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -170,3 +170,84 @@ fn every_connection_is_policed_whatever_the_guest_does() {
     assert!(records.iter().any(|r| r["host"] == "denied.test" && r["verdict"] == "denied"), "{log}");
     assert!(records.iter().any(|r| r["method"] == "DNS" && r["verdict"] == "denied"), "{log}");
 }
+
+/// A TCP echo server on the host's loopback; counts what it echoed.
+fn echo_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let echoed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&echoed);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    count.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, echoed)
+}
+
+#[test]
+fn an_open_connection_is_cut_when_the_policy_denies_it() {
+    let Some(m) = moat() else { return };
+    let (port, echoed) = echo_server();
+    std::fs::write(m.home().join("hosts"), "127.0.0.1 stream.test\n").unwrap();
+    m.ok(&["policy", "preset", "deny-all"]);
+    // Naming the port lets a protocol other than TLS through.
+    m.ok(&["policy", "allow", "network", &format!("stream.test:{port}")]);
+    let ws = m.workspace("live");
+    m.sandbox("live", &ws, &[]);
+
+    // The guest holds one connection open, echoing every 100 ms, and says how it ended.
+    let script = format!(
+        "import socket, sys, time\n\
+         s = socket.create_connection(('stream.test', {port}), timeout=30)\n\
+         n, start = 0, time.time()\n\
+         while time.time() - start < 60:\n\
+         \x20   try:\n\
+         \x20       s.sendall(b'ping')\n\
+         \x20       data = s.recv(4)\n\
+         \x20   except OSError as e:\n\
+         \x20       data = b''\n\
+         \x20   if not data:\n\
+         \x20       print(f'cut after {{n}} echoes'); sys.exit(0)\n\
+         \x20   n += 1\n\
+         \x20   time.sleep(0.1)\n\
+         print(f'still open after {{n}} echoes')\n"
+    );
+    let guest = m
+        .cmd()
+        .args(["exec", "live", "python3", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while echoed.load(std::sync::atomic::Ordering::SeqCst) < 12 {
+        assert!(std::time::Instant::now() < deadline, "the guest's connection never echoed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.ok(&["policy", "deny", "network", "stream.test", "--sandbox", "live"]);
+    let out = guest.wait_with_output().unwrap();
+    let said = stdout(&out);
+    assert!(said.starts_with("cut after "), "the connection was not cut: {said}{}", stderr(&out));
+    let after_cut = echoed.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(echoed.load(std::sync::atomic::Ordering::SeqCst), after_cut, "bytes still reach the upstream");
+
+    let log = m.ok(&["policy", "log", "live", "--json", "-n", "50"]);
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cut = records
+        .iter()
+        .find(|r| r["note"].as_str().unwrap_or_default().contains("cut: the policy now denies it"))
+        .unwrap_or_else(|| panic!("no record of the cut: {log}"));
+    assert_eq!((cut["host"].as_str(), cut["verdict"].as_str()), (Some("stream.test"), Some("denied")), "{cut}");
+}

@@ -24,5 +24,5 @@ mod tests;
 pub use fake_ips::{FakeIps, DEFAULT_CAPACITY, GATEWAY, GATEWAY_NAME};
 pub use limiter::{BURST, RATE, WINDOW};
 pub use resolvable::{host_alias_resolvable, resolvable};
-pub use responder::{Responder, ServeError, TTL};
+pub use responder::{Responder, ServeError, MESSAGE_DEADLINE, STREAM_IDLE, TTL};
 pub use wire::MAX_MESSAGE;

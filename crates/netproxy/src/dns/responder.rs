@@ -21,7 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -37,6 +37,15 @@ use crate::policy::{Decision, Policy, Reason};
 /// change is picked up within a minute.
 pub const TTL: u32 = 60;
 
+/// How long a DNS stream may stay silent between messages before it is
+/// closed (the guest agent opens a new one when it next needs it).
+pub const STREAM_IDLE: Duration = Duration::from_secs(300);
+
+/// How long one message may take once its first byte arrived, answer
+/// included: a guest that trickles a message (or never reads the answer)
+/// loses the stream.
+pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The zone Moat's own names live in.
 const INTERNAL_ZONE: &str = "moat.internal";
 
@@ -49,6 +58,9 @@ pub enum ServeError {
     /// A frame's length is 0 or past [`MAX_MESSAGE`].
     #[error("the guest sent a {0}-byte DNS frame (allowed: 1 to {MAX_MESSAGE}); closing the stream")]
     Frame(usize),
+    /// A message (or its answer) took longer than the message deadline.
+    #[error("a DNS message took longer than {} ms to arrive or to be answered; closing the stream", .0.as_millis())]
+    Slow(Duration),
 }
 
 /// Answers one sandbox's DNS queries.
@@ -58,6 +70,8 @@ pub struct Responder {
     sink: Option<Arc<dyn ConnectionSink>>,
     sandbox: String,
     limiter: Mutex<Limiter>,
+    /// [`STREAM_IDLE`] and [`MESSAGE_DEADLINE`] unless changed.
+    deadlines: (Duration, Duration),
 }
 
 impl std::fmt::Debug for Responder {
@@ -89,7 +103,14 @@ impl Responder {
         sink: Option<Arc<dyn ConnectionSink>>,
         sandbox: String,
     ) -> Responder {
-        Responder { policy, fake, sink, sandbox, limiter: Mutex::new(Limiter::new(Instant::now())) }
+        let limiter = Mutex::new(Limiter::new(Instant::now()));
+        Responder { policy, fake, sink, sandbox, limiter, deadlines: (STREAM_IDLE, MESSAGE_DEADLINE) }
+    }
+
+    /// The same responder with other stream deadlines: `idle` between
+    /// messages, `message` for one message and its answer.
+    pub fn with_deadlines(self, idle: Duration, message: Duration) -> Responder {
+        Responder { deadlines: (idle, message), ..self }
     }
 
     /// The reply to one DNS message (without stream framing). Always
@@ -255,33 +276,57 @@ impl Responder {
 
     /// Serves DNS over a stream framed as in RFC 1035 §4.2.2 (a 2-byte
     /// big-endian length, then the message), one query after another, until
-    /// the peer closes it. A frame of 0 or more than [`MAX_MESSAGE`] bytes
-    /// closes the stream with [`ServeError::Frame`].
+    /// the peer closes it or stays silent for the idle deadline
+    /// ([`STREAM_IDLE`]). A frame of 0 or more than [`MAX_MESSAGE`] bytes
+    /// closes the stream with [`ServeError::Frame`]; a message that is not
+    /// whole and answered within [`MESSAGE_DEADLINE`] of its first byte,
+    /// with [`ServeError::Slow`].
     pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> Result<(), ServeError> {
+        let (idle, deadline) = self.deadlines;
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
-            let mut len = [0u8; 2];
-            match stream.read_exact(&mut len).await {
-                Ok(_) => {}
-                // Closed between messages (or mid-length): the normal end.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle, stream.read_exact(&mut first)).await {
+                Ok(Ok(_)) => {}
+                // Closed or silent between messages: the normal end.
+                Err(_) => return Ok(()),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
             }
-            let len = usize::from(u16::from_be_bytes(len));
-            if len == 0 || len > MAX_MESSAGE {
-                return Err(ServeError::Frame(len));
-            }
-            let query = &mut buf[..len];
-            stream.read_exact(query).await?;
-            let reply = self.answer(query);
-            // `encode` never produces more than a few hundred bytes.
-            let reply_len = u16::try_from(reply.len()).map_err(|_| ServeError::Frame(reply.len()))?;
-            let mut frame = Vec::with_capacity(2 + reply.len());
-            frame.extend_from_slice(&reply_len.to_be_bytes());
-            frame.extend_from_slice(&reply);
-            stream.write_all(&frame).await?;
-            stream.flush().await?;
+            tokio::time::timeout(deadline, self.one_message(&mut stream, first[0], &mut buf))
+                .await
+                .map_err(|_| ServeError::Slow(deadline))??;
         }
+    }
+
+    /// Reads the rest of a message whose first length byte is `first`, and answers it.
+    async fn one_message<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        first: u8,
+        buf: &mut [u8],
+    ) -> Result<(), ServeError> {
+        let second = match stream.read_u8().await {
+            Ok(b) => b,
+            // Closed mid-length: the normal end.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let len = usize::from(u16::from_be_bytes([first, second]));
+        if len == 0 || len > MAX_MESSAGE {
+            return Err(ServeError::Frame(len));
+        }
+        let query = &mut buf[..len];
+        stream.read_exact(query).await?;
+        let reply = self.answer(query);
+        // `encode` never produces more than a few hundred bytes.
+        let reply_len = u16::try_from(reply.len()).map_err(|_| ServeError::Frame(reply.len()))?;
+        let mut frame = Vec::with_capacity(2 + reply.len());
+        frame.extend_from_slice(&reply_len.to_be_bytes());
+        frame.extend_from_slice(&reply);
+        stream.write_all(&frame).await?;
+        stream.flush().await?;
+        Ok(())
     }
 }
 

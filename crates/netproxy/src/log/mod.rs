@@ -3,20 +3,26 @@
 //!
 //! The proxy hands records to a [`ConnectionSink`]; it never blocks on one.
 //! [`SqliteLog`] is the sink that stores them in a bounded SQLite file shared
-//! by every sandbox's supervisor; [`LogReader`] reads that file (the CLI's
+//! by every sandbox's supervisor, fairly: each sandbox has its own share of
+//! the rows and its own rate of records (see [`LogOptions`]), so one noisy
+//! guest does not evict the others' records; [`LogReader`] reads that file (the CLI's
 //! `moat log`, with [`Follow`] for `--follow`).
 
 mod reader;
 mod schema;
+mod throttle;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fair;
 
 use serde::{Deserialize, Serialize};
 
 pub use reader::{Filter, Follow, LogReader, ReadError, POLL_LIMIT};
 pub use schema::DbError;
+pub use throttle::Rate;
 pub use writer::{LogOptions, OpenError, SqliteLog};
 
 /// What the proxy did with a connection.

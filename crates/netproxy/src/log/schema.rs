@@ -186,14 +186,24 @@ pub(super) fn add_dropped(tx: &Transaction<'_>, sandbox: &str, count: u64) -> ru
     Ok(())
 }
 
-/// Deletes the oldest rows so at most `max_rows` remain. Ids only grow and
-/// only the oldest rows are ever deleted, so they are contiguous and the
-/// cut-off is one subtraction; each call deletes about as many rows as the
-/// batch before it inserted.
+/// Deletes the oldest rows so at most `max_rows` remain. Rows are not
+/// contiguous (each sandbox's share is trimmed on its own), so this walks
+/// `max_rows` entries of the table: the writer calls it every 1 % of them.
 pub(super) fn trim(tx: &Transaction<'_>, max_rows: u64) -> rusqlite::Result<()> {
     tx.execute(
-        "DELETE FROM connections WHERE id <= (SELECT MAX(id) FROM connections) - ?1",
+        "DELETE FROM connections WHERE id <= (SELECT id FROM connections ORDER BY id DESC LIMIT 1 OFFSET ?1)",
         params![saturate(max_rows)],
+    )?;
+    Ok(())
+}
+
+/// Deletes `sandbox`'s oldest rows so at most `max_rows` of its rows remain
+/// (walks that many entries of the `(sandbox, id)` index).
+pub(super) fn trim_sandbox(tx: &Transaction<'_>, sandbox: &str, max_rows: u64) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM connections WHERE sandbox = ?1 AND id <= \
+         (SELECT id FROM connections WHERE sandbox = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        params![sandbox, saturate(max_rows)],
     )?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::*;
 
-fn record(sandbox: &str, seq: i64) -> ConnectionRecord {
+pub(super) fn record(sandbox: &str, seq: i64) -> ConnectionRecord {
     ConnectionRecord {
         sandbox: sandbox.to_string(),
         started_ms: seq,
@@ -30,7 +30,7 @@ fn record(sandbox: &str, seq: i64) -> ConnectionRecord {
     }
 }
 
-fn all(path: &Path, sandbox: Option<&str>) -> Vec<(i64, ConnectionRecord)> {
+pub(super) fn all(path: &Path, sandbox: Option<&str>) -> Vec<(i64, ConnectionRecord)> {
     let reader = LogReader::open(path).unwrap();
     reader.query(&Filter { sandbox, limit: usize::MAX, ..Filter::default() }).unwrap()
 }
@@ -341,7 +341,8 @@ fn reading_a_missing_or_empty_file() {
 fn a_full_queue_drops_and_counts_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
-    let log = SqliteLog::open_with(&path, LogOptions { max_rows: 1000, queue_len: 1 }).unwrap();
+    let log =
+        SqliteLog::open_with(&path, LogOptions { max_rows: 1000, queue_len: 1, ..LogOptions::default() }).unwrap();
 
     // Another process holds the write lock: the writer thread stalls on its
     // first batch and the queue fills up.

@@ -4,7 +4,9 @@
 //! [`ConnectionSink::record`] only tries to put the record on a bounded queue;
 //! a writer thread takes records off in batches (letting a burst gather for a
 //! few milliseconds) and inserts each batch in one transaction, then deletes
-//! the oldest rows past the bound. When the queue is
+//! the oldest rows past the bounds (each sandbox's share, then the whole
+//! file's). Before the queue, each sandbox's records pass its rate limit
+//! ([`Rate`]). When the queue is
 //! full (the disk is slow, another process holds the write lock) the record is
 //! dropped and counted: [`SqliteLog::dropped`] in this process, and the
 //! `dropped` table (see [`LogReader::dropped`](super::LogReader::dropped)) for
@@ -21,7 +23,8 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::schema::{self, DbError, Prepared};
-use super::{ConnectionRecord, ConnectionSink};
+use super::throttle::{Admit, Rate, Throttle};
+use super::{ConnectionRecord, ConnectionSink, LogVerdict};
 
 /// How many records one transaction inserts at most.
 const BATCH: usize = 256;
@@ -30,19 +33,34 @@ const BATCH: usize = 256;
 /// hand records over without waking the writer for each one.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// How a [`SqliteLog`] is sized.
+/// How a [`SqliteLog`] is sized and shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
     /// Rows kept in the file, shared by every process writing it; older rows
-    /// are deleted as new ones arrive. At least 1.
+    /// are deleted as new ones arrive, every 1 % of it (so the file may
+    /// briefly hold that much more per writer). At least 1.
     pub max_rows: u64,
+    /// Rows one sandbox keeps: its own oldest rows go first, so a sandbox
+    /// that logs a lot evicts its own records, not the others'. (Once
+    /// `max_rows / max_rows_per_sandbox` sandboxes are all at their share,
+    /// `max_rows` deletes the oldest rows of all.) Trimmed every 1 % of it,
+    /// so a sandbox may briefly hold that much more. At least 1.
+    pub max_rows_per_sandbox: u64,
+    /// Records one sandbox may log; past it they are dropped, counted, and
+    /// summarised in one record. `None`: no limit.
+    pub rate: Option<Rate>,
     /// Records waiting for the writer thread before new ones are dropped. At least 1.
     pub queue_len: usize,
 }
 
 impl Default for LogOptions {
     fn default() -> LogOptions {
-        LogOptions { max_rows: 100_000, queue_len: 4096 }
+        LogOptions {
+            max_rows: 100_000,
+            max_rows_per_sandbox: 25_000,
+            rate: Some(Rate { per_second: 100, burst: 1000 }),
+            queue_len: 4096,
+        }
     }
 }
 
@@ -118,13 +136,16 @@ pub struct SqliteLog {
     queue: Option<SyncSender<Msg>>,
     writer: Option<JoinHandle<()>>,
     drops: Arc<Drops>,
+    throttle: Option<Throttle>,
 }
 
 impl SqliteLog {
     /// Opens (creating if needed) the log at `path`, keeping at most
-    /// `max_rows` rows, with the default queue length.
+    /// `max_rows` rows, with the default queue length and no per-sandbox
+    /// share or rate (see [`SqliteLog::open_with`] for those).
     pub fn open(path: &Path, max_rows: u64) -> Result<SqliteLog, OpenError> {
-        SqliteLog::open_with(path, LogOptions { max_rows, ..LogOptions::default() })
+        let options = LogOptions { max_rows, max_rows_per_sandbox: max_rows, rate: None, ..LogOptions::default() };
+        SqliteLog::open_with(path, options)
     }
 
     /// Opens (creating if needed) the log at `path`.
@@ -138,12 +159,20 @@ impl SqliteLog {
         }
         let (queue, rx) = mpsc::sync_channel(options.queue_len.max(1));
         let drops = Arc::new(Drops::default());
-        let writer = Writer { conn, max_rows: options.max_rows.max(1), drops: Arc::clone(&drops) };
+        let max_rows = options.max_rows.max(1);
+        let writer = Writer {
+            conn,
+            max_rows,
+            per_sandbox: options.max_rows_per_sandbox.clamp(1, max_rows),
+            since_trim: HashMap::new(),
+            since_global_trim: 0,
+            drops: Arc::clone(&drops),
+        };
         let writer = std::thread::Builder::new()
             .name("moat-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(OpenError::Thread)?;
-        Ok(SqliteLog { queue: Some(queue), writer: Some(writer), drops })
+        Ok(SqliteLog { queue: Some(queue), writer: Some(writer), drops, throttle: options.rate.map(Throttle::new) })
     }
 
     /// Blocks until every record handed over before this call is committed
@@ -165,8 +194,8 @@ impl SqliteLog {
     }
 }
 
-impl ConnectionSink for SqliteLog {
-    fn record(&self, record: ConnectionRecord) {
+impl SqliteLog {
+    fn enqueue(&self, record: ConnectionRecord) {
         let Some(queue) = &self.queue else { return };
         match queue.try_send(Msg::Record(record)) {
             Ok(()) => {}
@@ -174,6 +203,41 @@ impl ConnectionSink for SqliteLog {
                 if let Msg::Record(record) = msg {
                     self.drops.add(&record.sandbox, 1);
                 }
+            }
+        }
+    }
+}
+
+impl ConnectionSink for SqliteLog {
+    fn record(&self, record: ConnectionRecord) {
+        let Some(throttle) = &self.throttle else { return self.enqueue(record) };
+        match throttle.admit(&record.sandbox, std::time::Instant::now()) {
+            Admit::Drop => self.drops.add(&record.sandbox, 1),
+            Admit::Keep { dropped_before: 0 } => self.enqueue(record),
+            Admit::Keep { dropped_before } => {
+                let rate = throttle.rate();
+                let note = format!(
+                    "{dropped_before} records dropped: over the rate limit ({} a second, bursts of {}, per sandbox)",
+                    rate.per_second, rate.burst
+                );
+                let summary = ConnectionRecord {
+                    sandbox: record.sandbox.clone(),
+                    started_ms: record.started_ms,
+                    method: String::new(),
+                    host: String::new(),
+                    port: 0,
+                    verdict: LogVerdict::Failed,
+                    mode: record.mode,
+                    rule: None,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    duration_ms: 0,
+                    note: Some(note),
+                    path: None,
+                    status: None,
+                };
+                self.enqueue(summary);
+                self.enqueue(record);
             }
         }
     }
@@ -194,6 +258,11 @@ impl Drop for SqliteLog {
 struct Writer {
     conn: Connection,
     max_rows: u64,
+    per_sandbox: u64,
+    /// Rows inserted per sandbox since its share was last trimmed.
+    since_trim: HashMap<String, u64>,
+    /// Rows inserted since the file was last trimmed.
+    since_global_trim: u64,
     drops: Arc<Drops>,
 }
 
@@ -233,6 +302,18 @@ impl Writer {
         if records.is_empty() && drops.is_empty() {
             return;
         }
+        let shared = self.per_sandbox < self.max_rows;
+        if shared {
+            for r in records.iter() {
+                *self.since_trim.entry(r.sandbox.clone()).or_default() += 1;
+            }
+        }
+        // Each bound is enforced every 1 % of it: a trim walks that many
+        // rows, too slow to do for every batch.
+        let step = (self.per_sandbox / 100).max(1);
+        let due: Vec<String> = self.since_trim.iter().filter(|(_, n)| **n >= step).map(|(s, _)| s.clone()).collect();
+        self.since_global_trim += records.len() as u64;
+        let global_due = self.since_global_trim >= (self.max_rows / 100).max(1);
         let result = (|| {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for r in records.iter() {
@@ -241,9 +322,22 @@ impl Writer {
             for (sandbox, n) in &drops {
                 schema::add_dropped(&tx, sandbox, *n)?;
             }
-            schema::trim(&tx, self.max_rows)?;
+            for sandbox in &due {
+                schema::trim_sandbox(&tx, sandbox, self.per_sandbox)?;
+            }
+            if global_due {
+                schema::trim(&tx, self.max_rows)?;
+            }
             tx.commit()
         })();
+        if result.is_ok() {
+            for sandbox in &due {
+                self.since_trim.remove(sandbox);
+            }
+            if global_due {
+                self.since_global_trim = 0;
+            }
+        }
         if result.is_err() {
             self.drops.restore(drops);
             for r in records.iter() {

@@ -5,7 +5,9 @@
 //! allowed name itself, then calls [`Policy::decide_address`] for each
 //! address before connecting, so DNS answers cannot steer a connection to
 //! the host, the LAN or a metadata service. See [`compiled`] for the order of
-//! precedence and [`Rule::port_set`] for default ports.
+//! precedence and [`Rule::port_set`] for default ports. The one piece that
+//! is not pure is the live [`Policy`]'s [`PolicyChanges`]: an async wake-up
+//! on every update, for connections that must decide again while open.
 
 mod address;
 pub mod compiled;
@@ -33,4 +35,4 @@ pub use rule::{
     parse_resources, Action, PortSet, Ports, Resource, ResourceError, ResourceProblem, Rule, RuleError, RuleRefused,
     Scope, VALID_FORMS,
 };
-pub use shared::Policy;
+pub use shared::{Policy, PolicyChanges};

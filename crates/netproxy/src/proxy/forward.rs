@@ -11,6 +11,7 @@ use crate::log::{LogMode, LogVerdict};
 use crate::policy::{CompiledPolicy, Request};
 
 use super::body::{self, BodyError};
+use super::guard::{self, Cut, Destination};
 use super::head::{self, Framing, HeadError, Kind};
 use super::intercept::Headers;
 use super::io::Conn;
@@ -270,7 +271,17 @@ async fn exchange(
         }
     };
     let (up_before, down_before) = (up.conn.written, up.conn.read);
-    let outcome = relay(inner, client, &req, &target, headers, up, scrubber.as_mut()).await;
+    let outcome = match mode {
+        // The whole intercepted tunnel is watched (`tunnel::run`).
+        Mode::Intercepted { .. } => relay(inner, client, &req, &target, headers, up, scrubber.as_mut()).await,
+        _ => {
+            let dest = Destination { sandbox, host: &target.host, port: target.port, ip: up.ip };
+            let relayed = guard::watch(&inner.policy, &dest, async {
+                Ok(relay(inner, client, &req, &target, headers, up, None).await)
+            });
+            relayed.await.unwrap_or_else(|cut| Err(Failure::Cut(cut)))
+        }
+    };
     tracker.bytes(up.conn.written - up_before, up.conn.read - down_before);
     if let Some(n) = scrubber.as_ref().map(|s| s.replaced).filter(|&n| n > 0) {
         tracker.note(format!("took the credential out of the answer ({n}×)"));
@@ -288,6 +299,12 @@ async fn exchange(
             tracker.finish(LogVerdict::Allowed);
             !done.close_client
         }
+        Err(Failure::Cut(cut)) => {
+            *upstream = None;
+            let verdict = cut.log(&mut tracker);
+            tracker.finish(verdict);
+            false
+        }
         Err(failure) => {
             *upstream = None;
             let (verdict, reply) = match &failure {
@@ -299,7 +316,7 @@ async fn exchange(
                     tracker.status(502);
                     (LogVerdict::Failed, Some(reply::bad_gateway(why)))
                 }
-                Failure::Midway(_) => (LogVerdict::Failed, None),
+                Failure::Midway(_) | Failure::Cut(_) => (LogVerdict::Failed, None),
             };
             if let Some(reply) = reply {
                 let _ = client.write_all(&reply).await;
@@ -374,6 +391,8 @@ enum Failure {
     Upstream(String),
     /// Something failed after the response started; the connection is cut.
     Midway(String),
+    /// The proxy ended it: the policy now denies it, or a WebSocket was idle.
+    Cut(Cut),
 }
 
 impl Failure {
@@ -381,6 +400,7 @@ impl Failure {
         match self {
             Failure::Client(why) => why.to_string(),
             Failure::Upstream(why) | Failure::Midway(why) => why.clone(),
+            Failure::Cut(_) => "cut by the proxy".to_string(),
         }
     }
 }
@@ -431,7 +451,7 @@ async fn relay(
         };
         match head.status {
             101 if websocket && head.tokens("upgrade") == ["websocket"] => {
-                return splice_websocket(client, &head, up, scrub).await;
+                return splice_websocket(client, &head, up, scrub, limits.tunnel_idle_timeout).await;
             }
             101 => {
                 return Err(Failure::Upstream(
@@ -516,12 +536,13 @@ fn wants_websocket(req: &head::Request) -> bool {
 /// Hands the guest the upstream's `101 Switching Protocols` and then relays
 /// bytes both ways, untouched, until both sides are done. The connection
 /// was decided (and its credentials injected) on the handshake request; the
-/// frames after it are the peers' own.
+/// frames after it are the peers' own. Idle for `idle`, it is cut.
 async fn splice_websocket(
     client: &mut Conn,
     response: &head::Head,
     up: &mut Upstream,
     scrub: Option<&mut Scrubber>,
+    idle: Duration,
 ) -> Result<Done, Failure> {
     let mut response = response.clone();
     let mut headers = head::end_to_end(&response, false);
@@ -532,8 +553,9 @@ async fn splice_websocket(
     headers.push(("Upgrade".to_string(), b"websocket".to_vec()));
     let out = head::write_response(&response, &headers, Framing::Empty, false);
     client.write_all(&out).await.map_err(|e| Failure::Midway(format!("writing the response failed: {e}")))?;
-    tokio::io::copy_bidirectional(client, &mut up.conn)
+    guard::copy_until_idle(client, &mut up.conn, idle)
         .await
+        .map_err(Failure::Cut)?
         .map_err(|e| Failure::Midway(format!("the WebSocket ended with an error: {e}")))?;
     Ok(Done { status: 101, close_client: true, reuse_upstream: false, websocket: true })
 }

@@ -26,13 +26,21 @@
 //! their credentials) on the opening `GET`, then relayed both ways untouched;
 //! no other protocol switch is asked for or relayed (`h2c` gets 502).
 //!
+//! What is open stays under the live policy: tunnels, WebSockets and
+//! responses in flight are cut as soon as the policy denies where they go,
+//! and relays idle for [`Limits::tunnel_idle_timeout`] end. One proxy serves
+//! at most [`Limits::max_connections`] connections at once (Moat runs one
+//! proxy per sandbox); past that, new ones are refused.
+//!
 //! Not done here: HTTP/2 to the guest (intercepted connections offer
-//! `http/1.1` only) and per-sandbox connection limits.
+//! `http/1.1` only).
 
+mod admission;
 mod body;
 mod ca;
 mod connect;
 mod forward;
+mod guard;
 mod head;
 mod intercept;
 mod io;
@@ -48,6 +56,7 @@ mod transparent;
 mod tunnel;
 mod upstream;
 
+pub use admission::REFUSALS_LOGGED_EVERY;
 pub use ca::{CaError, CertificateAuthority, CA_FILE, DEFAULT_LEAF_CACHE};
 pub use intercept::{HeaderError, Headers, Intercept, Redaction};
 pub use resolve::{OrSystem, Resolve, ResolveFuture, StaticResolver, SystemResolver};

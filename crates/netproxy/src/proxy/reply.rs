@@ -74,6 +74,12 @@ pub(crate) fn bad_gateway(why: &str) -> Vec<u8> {
     response(502, "Bad Gateway", &format!("Moat could not complete the request: {why}.\n"))
 }
 
+/// A complete `503 Service Unavailable` response: the sandbox has `max` connections open.
+pub(crate) fn too_many_connections(max: usize) -> Vec<u8> {
+    let why = format!("this sandbox already has {max} connections open through Moat; close some and retry");
+    response(503, "Service Unavailable", &format!("Moat refused this connection: {why}.\n"))
+}
+
 fn response(status: u16, reason: &str, body: &str) -> Vec<u8> {
     format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

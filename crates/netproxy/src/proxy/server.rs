@@ -9,15 +9,19 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::log::ConnectionSink;
+use crate::log::{ConnectionSink, LogMode};
 use crate::policy::Policy;
 
+use super::admission::{Admission, Admit};
 use super::ca::CertificateAuthority;
 use super::forward::{self, Mode, Next};
 use super::intercept::Intercept;
 use super::io::Conn;
 use super::resolve::{Resolve, SystemResolver};
-use super::{connect, transparent};
+use super::{connect, reply, transparent};
+
+/// How long a refused connection's 503 may take to write; then it is dropped.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 /// Timeouts and sizes. The defaults suit interactive agents; every wait on
 /// the guest is bounded, waits on an upstream are generous (models think).
@@ -38,6 +42,16 @@ pub struct Limits {
     pub response_timeout: Duration,
     /// The largest request or response head, in bytes.
     pub max_head: usize,
+    /// How long a relayed tunnel or WebSocket may carry no byte either way
+    /// before it is cut. Longer than any silence of a working connection (a
+    /// model thinking is bounded by `response_timeout`); it frees the slots
+    /// of connections the guest abandoned.
+    pub tunnel_idle_timeout: Duration,
+    /// Connections this proxy serves at once; more are refused (503 on the
+    /// explicit proxy, closed when transparent) and logged once per
+    /// [`REFUSALS_LOGGED_EVERY`](super::REFUSALS_LOGGED_EVERY). Moat runs one proxy per sandbox, so this
+    /// is the sandbox's share of the host.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +64,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(300),
             max_head: 64 * 1024,
+            tunnel_idle_timeout: Duration::from_secs(3600),
+            max_connections: 512,
         }
     }
 }
@@ -131,6 +147,7 @@ pub(crate) struct Inner {
     pub(crate) intercept: Option<Arc<dyn Intercept>>,
     pub(crate) limits: Limits,
     pub(crate) tls_client: Arc<rustls::ClientConfig>,
+    admission: Admission,
 }
 
 impl Proxy {
@@ -162,6 +179,7 @@ impl Proxy {
             resolver: config.resolver,
             sink: config.sink,
             intercept: config.intercept,
+            admission: Admission::new(config.limits.max_connections),
             limits: config.limits,
             tls_client: Arc::new(tls),
         };
@@ -182,6 +200,14 @@ impl Proxy {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut client = Conn::new(Box::new(stream));
+        let _slot = match self.inner.admission.admit(&self.inner.sink, sandbox, LogMode::Http) {
+            Admit::In(slot) => slot,
+            Admit::Refused => {
+                let busy = reply::too_many_connections(self.inner.limits.max_connections);
+                let _ = tokio::time::timeout(REFUSAL_WRITE, client.write_all(&busy)).await;
+                return;
+            }
+        };
         let mut mode = Mode::Proxy;
         if let Next::Connect(req) = forward::serve_http(&self.inner, &mut client, sandbox, &mut mode).await {
             connect::explicit(&self.inner, client, sandbox, req).await;
@@ -203,6 +229,9 @@ impl Proxy {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Admit::In(_slot) = self.inner.admission.admit(&self.inner.sink, sandbox, LogMode::Transparent) else {
+            return; // Closed: a redirected client would not understand a proxy's 503.
+        };
         transparent::serve(&self.inner, Conn::new(Box::new(stream)), sandbox, original_dst, name_hint).await;
     }
 }

@@ -8,6 +8,10 @@
 //! only if the deciding allow rule names the port explicitly, as in
 //! `allow network github.com:22`. A tunnel to an IP literal carries anything:
 //! the policy decided on the very address the bytes go to.
+//!
+//! An open tunnel is watched ([`guard`](super::guard)): it is cut as soon as
+//! the policy denies its destination, and a relayed one when it was idle for
+//! [`Limits::tunnel_idle_timeout`](super::Limits::tunnel_idle_timeout).
 
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use crate::log::{LogMode, LogVerdict};
 use crate::policy::{Decision, Ports, Reason, Request};
 
 use super::forward::{self, Mode};
+use super::guard::{self, Destination};
 use super::io::{Conn, Prefixed};
 use super::record::Tracker;
 use super::reply;
@@ -136,6 +141,7 @@ pub(crate) async fn run(
     intercept_mode: LogMode,
 ) {
     let Tunnel { sandbox, host, port, sniff, connected } = tunnel;
+    let dest = Destination { sandbox, host, port, ip: connected.ip };
     // Terminated if the credential hook wants it, or a request rule must see its requests.
     let wanted = match sniff {
         Sniff::Tls(Some(_)) if ip_literal(host).is_none() => {
@@ -145,7 +151,7 @@ pub(crate) async fn run(
         _ => false,
     };
     if !wanted {
-        return relay(inner, client, connected, tracker, sniff).await;
+        return relay(inner, client, connected, &dest, tracker, sniff).await;
     }
     tracker.mode(intercept_mode);
     let config = match inner.ca.server_config(host) {
@@ -170,16 +176,34 @@ pub(crate) async fn run(
     };
     let mut conn = Conn::new(Box::new(tls));
     let mut mode = Mode::Intercepted { host: host.to_string(), port, preconnected: Some(connected) };
-    forward::serve_http(inner, &mut conn, sandbox, &mut mode).await;
-    conn.shutdown().await;
+    let served = guard::watch(&inner.policy, &dest, async {
+        forward::serve_http(inner, &mut conn, sandbox, &mut mode).await;
+        Ok(())
+    })
+    .await;
+    let verdict = match served {
+        Ok(()) => {
+            conn.shutdown().await;
+            LogVerdict::Allowed
+        }
+        Err(cut) => cut.log(&mut tracker),
+    };
     tracker.bytes(conn.read, conn.written);
-    tracker.finish(LogVerdict::Allowed);
+    tracker.finish(verdict);
 }
 
 /// Copies bytes both ways until both sides are done (the client's bytes
-/// read ahead while sniffing go first). A TLS handshake is watched until
-/// the server's first message, for a second ClientHello.
-async fn relay(inner: &Inner, mut client: Conn, connected: Connected, mut tracker: Tracker, sniff: &Sniff) {
+/// read ahead while sniffing go first), the policy denies `dest`, or the
+/// tunnel is idle too long. A TLS handshake is watched until the server's
+/// first message, for a second ClientHello.
+async fn relay(
+    inner: &Inner,
+    mut client: Conn,
+    connected: Connected,
+    dest: &Destination<'_>,
+    mut tracker: Tracker,
+    sniff: &Sniff,
+) {
     let mut up = Conn::new(Box::new(connected.tcp));
     if let Sniff::Tls(Some(name)) = sniff {
         if let Err(why) = retry::watch(&mut client, &mut up, name, inner.limits.connect_timeout).await {
@@ -188,10 +212,16 @@ async fn relay(inner: &Inner, mut client: Conn, connected: Connected, mut tracke
             return tracker.finish(LogVerdict::Denied);
         }
     }
-    let result = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+    let idle = inner.limits.tunnel_idle_timeout;
+    let result = guard::watch(&inner.policy, dest, guard::copy_until_idle(&mut client, &mut up, idle)).await;
     tracker.bytes(up.written, up.read);
-    if let Err(e) = result {
-        tracker.note(format!("the tunnel ended with an error: {e}"));
-    }
-    tracker.finish(LogVerdict::Allowed);
+    let verdict = match result {
+        Ok(Ok(())) => LogVerdict::Allowed,
+        Ok(Err(e)) => {
+            tracker.note(format!("the tunnel ended with an error: {e}"));
+            LogVerdict::Allowed
+        }
+        Err(cut) => cut.log(&mut tracker),
+    };
+    tracker.finish(verdict);
 }

@@ -4,6 +4,7 @@
 
 mod explicit;
 mod intercept;
+mod live;
 mod records;
 mod requests;
 mod scrub;

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use moat_netproxy::log::{ConnectionRecord, ConnectionSink};
 use moat_netproxy::policy::{Policy, Preset, Rule};
-use moat_netproxy::proxy::{CertificateAuthority, Intercept, Proxy, ProxyConfig, StaticResolver};
+use moat_netproxy::proxy::{CertificateAuthority, Intercept, Limits, Proxy, ProxyConfig, StaticResolver};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -416,6 +416,11 @@ impl Fixture {
     }
 
     pub async fn with_intercept(intercept: Option<Arc<dyn Intercept>>) -> Fixture {
+        Fixture::with(intercept, |_| {}).await
+    }
+
+    /// A fixture whose proxy's limits `limits` adjusts.
+    pub async fn with(intercept: Option<Arc<dyn Intercept>>, limits: impl FnOnce(&mut Limits)) -> Fixture {
         let ca = TestCa::new();
         let tls = ca.server_config(&CERT_NAMES);
         let api_tls = Upstream::http(API_IP, Some(Arc::clone(&tls))).await;
@@ -442,6 +447,7 @@ impl Fixture {
         config.intercept = intercept;
         config.extra_roots_pem = vec![ca.pem.clone()];
         config.limits.first_byte_timeout = Duration::from_millis(300);
+        limits(&mut config.limits);
         let proxy = Proxy::new(config).expect("proxy");
         Fixture {
             proxy,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moat_netproxy::dns::{FakeIps, Responder};
-use moat_netproxy::log::{ConnectionSink, SqliteLog};
+use moat_netproxy::log::{ConnectionSink, LogOptions, SqliteLog};
 use moat_netproxy::policy::{Action, Policy, Preset, Rule, Scope};
 use moat_netproxy::proxy::{CertificateAuthority, Proxy, ProxyConfig, StaticResolver};
 use moat_proto::egress::{self as wire, GuestNetConfig, TransparentHeader};
@@ -29,6 +29,10 @@ use crate::paths::Home;
 const RELOAD_EVERY: Duration = Duration::from_millis(200);
 /// Rows the shared connection log keeps.
 const LOG_ROWS: u64 = 200_000;
+/// Rows one sandbox keeps in it: a noisy one evicts its own records.
+const LOG_ROWS_PER_SANDBOX: u64 = 50_000;
+/// DNS streams one guest may hold open (its agent uses one).
+const DNS_STREAMS: usize = 16;
 /// Names one sandbox's DNS keeps fake addresses for before recycling the oldest.
 const FAKE_NAMES: usize = 65_000;
 
@@ -121,6 +125,7 @@ struct Shared {
     dns: Responder,
     fake: Arc<FakeIps>,
     config: Vec<u8>,
+    dns_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Starts the egress service for `sandbox`, listening beside `vsock_uds`.
@@ -142,7 +147,9 @@ pub fn start(
         })
         .collect::<Result<Vec<_>, EgressError>>()?;
     let policy = Arc::new(Policy::extended(preset, extension, &rules));
-    let sink: Arc<dyn ConnectionSink> = Arc::new(SqliteLog::open(&paths.connection_log, LOG_ROWS)?);
+    let log_options =
+        LogOptions { max_rows: LOG_ROWS, max_rows_per_sandbox: LOG_ROWS_PER_SANDBOX, ..LogOptions::default() };
+    let sink: Arc<dyn ConnectionSink> = Arc::new(SqliteLog::open_with(&paths.connection_log, log_options)?);
     let fake = Arc::new(FakeIps::new(FAKE_NAMES));
     let ca = Arc::new(CertificateAuthority::load_or_create(&paths.ca_dir)?);
     let vault = crate::credentials::open_vault_in(&paths.secrets_dir)?;
@@ -166,6 +173,7 @@ pub fn start(
         proxy,
         fake,
         config: serde_json::to_vec(&guest).expect("serializing the guest config"),
+        dns_streams: Arc::new(tokio::sync::Semaphore::new(DNS_STREAMS)),
     });
 
     // Built with every signal blocked, so its threads (and the blocking pool
@@ -242,7 +250,10 @@ async fn accept_loop(listener: UnixListener, kind: Port, shared: Arc<Shared>) {
                 Port::Proxy => shared.proxy.serve(stream, &shared.sandbox).await,
                 Port::Transparent => transparent(stream, &shared).await,
                 Port::Dns => {
-                    let _ = shared.dns.serve_stream(stream).await;
+                    // Past the limit the stream is closed at once.
+                    if let Ok(_slot) = Arc::clone(&shared.dns_streams).try_acquire_owned() {
+                        let _ = shared.dns.serve_stream(stream).await;
+                    }
                 }
             }
         });

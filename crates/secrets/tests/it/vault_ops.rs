@@ -117,3 +117,70 @@ fn failing_command_is_a_clear_error() {
     let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
     assert!(chain.contains("github") && chain.contains("not logged in"), "{chain}");
 }
+
+/// Lines in the file a counting command appends to.
+fn runs(counter: &std::path::Path) -> usize {
+    std::fs::read_to_string(counter).map_or(0, |s| s.lines().count())
+}
+
+#[test]
+fn a_ttl_of_zero_runs_the_command_once_for_a_burst_of_requests() {
+    let t = TempVault::new();
+    let v = std::sync::Arc::new(t.open().unwrap());
+    let counter = t.root().join("count");
+    let cmd = format!("echo x >> {0}; sleep 0.3; wc -l < {0}", counter.display());
+    v.set(&Scope::Global, "github", ValueSource::Command { cmd, ttl: Duration::ZERO }).unwrap();
+    // Concurrent requests share one run...
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let v = std::sync::Arc::clone(&v);
+            std::thread::spawn(move || v.resolve("s", "github").unwrap().unwrap().expose().to_string())
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), "1");
+    }
+    // ...and later ones reuse its output for the minimum TTL.
+    for _ in 0..20 {
+        assert_eq!(v.resolve("s", "github").unwrap().unwrap().expose(), "1");
+    }
+    assert_eq!(runs(&counter), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(v.resolve("s", "github").unwrap().unwrap().expose(), "2", "re-run after the minimum TTL");
+}
+
+#[test]
+fn a_failing_command_is_not_rerun_for_every_request() {
+    let t = TempVault::new();
+    let v = t.open().unwrap();
+    let counter = t.root().join("count");
+    let cmd = format!("echo x >> {}; echo 'not logged in' >&2; exit 1", counter.display());
+    v.set(&Scope::Global, "github", ValueSource::Command { cmd, ttl: Duration::ZERO }).unwrap();
+    for _ in 0..10 {
+        let e = v.resolve("s", "github").unwrap_err();
+        assert!(std::error::Error::source(&e).unwrap().to_string().contains("not logged in"));
+    }
+    assert_eq!(runs(&counter), 1);
+}
+
+#[test]
+fn a_command_runs_inside_the_embedders_blocking_section() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SECTIONS: AtomicUsize = AtomicUsize::new(0);
+    let t = TempVault::new();
+    let options = moat_secrets::VaultOptions {
+        blocking: |work| {
+            SECTIONS.fetch_add(1, Ordering::SeqCst);
+            work();
+        },
+        ..Default::default()
+    };
+    let v = t.open_with(options).unwrap();
+    v.set(&Scope::Global, "github", ValueSource::Command { cmd: "echo tok".into(), ttl: Duration::from_secs(60) })
+        .unwrap();
+    v.set(&Scope::Global, "anthropic", lit("literal")).unwrap();
+    assert_eq!(v.resolve("s", "github").unwrap().unwrap().expose(), "tok");
+    assert_eq!(v.resolve("s", "github").unwrap().unwrap().expose(), "tok");
+    assert_eq!(v.resolve("s", "anthropic").unwrap().unwrap().expose(), "literal");
+    assert_eq!(SECTIONS.load(Ordering::SeqCst), 1, "only the run blocks; cached and literal values don't");
+}

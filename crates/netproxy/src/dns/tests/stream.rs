@@ -1,6 +1,7 @@
 //! The stream transport (DNS-over-TCP framing) end to end over loopback TCP.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -121,4 +122,44 @@ async fn an_in_memory_stream_works_too() {
     let (served, reply) = tokio::join!(serve, talk);
     served.unwrap();
     assert!(reply.a().is_some());
+}
+
+/// A setup whose streams have short deadlines: `idle` between messages,
+/// `message` for one message.
+fn hurried(idle_ms: u64, message_ms: u64) -> Setup {
+    let s = setup(Preset::AllowAll, &[]);
+    let (idle, message) = (Duration::from_millis(idle_ms), Duration::from_millis(message_ms));
+    Setup { responder: s.responder.with_deadlines(idle, message), ..s }
+}
+
+#[tokio::test]
+async fn a_stream_that_trickles_a_message_is_cut_at_the_message_deadline() {
+    let (mut client, server, _) = serve_one(hurried(10_000, 300)).await;
+    let whole = frame(&Query::new("example.com", A).bytes());
+    // One byte every 100 ms: each read makes progress, the message never completes in time.
+    let trickle = tokio::spawn(async move {
+        for byte in whole {
+            if client.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        client
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), server).await.expect("cut").unwrap().unwrap_err();
+    assert!(matches!(err, ServeError::Slow(_)), "{err}");
+    trickle.abort();
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_closed_and_a_busy_one_is_not() {
+    let (mut client, server, _) = serve_one(hurried(400, 5_000)).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.write_all(&frame(&Query::new("example.com", A).bytes())).await.unwrap();
+        assert_eq!(decode(&read_frame(&mut client).await).rcode, NOERROR);
+    }
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("closed when idle").unwrap().unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
 }
