@@ -17,7 +17,7 @@ use super::intercept::Headers;
 use super::io::Conn;
 use super::record::Tracker;
 use super::reply;
-use super::scrub::Scrubber;
+use super::scrub::{ScrubbedReads, Scrubber};
 use super::server::Inner;
 use super::target::{self, Authority};
 use super::upstream::{Connected, Refusal};
@@ -249,8 +249,9 @@ async fn exchange(
         _ => None,
     };
     if scrubber.is_some() {
-        // An encoded answer could not be checked for the credential.
+        // An encoded answer, or compressed WebSocket frames, could not be checked for the credential.
         let _ = headers.set("Accept-Encoding", b"identity");
+        headers.remove("Sec-WebSocket-Extensions");
     }
 
     let up = match upstream_for(inner, &policy, &request, mode, upstream).await {
@@ -541,21 +542,32 @@ async fn splice_websocket(
     client: &mut Conn,
     response: &head::Head,
     up: &mut Upstream,
-    scrub: Option<&mut Scrubber>,
+    mut scrub: Option<&mut Scrubber>,
     idle: Duration,
 ) -> Result<Done, Failure> {
     let mut response = response.clone();
     let mut headers = head::end_to_end(&response, false);
-    if let Some(s) = scrub {
+    if let Some(s) = scrub.as_deref_mut() {
+        if !response.tokens("sec-websocket-extensions").is_empty() {
+            // Compressed frames could carry the credential unseen; none was offered.
+            return Err(Failure::Upstream("the service turned on a WebSocket extension nobody offered".into()));
+        }
         scrub_head(s, &mut response, &mut headers);
     }
     headers.push(("Connection".to_string(), b"Upgrade".to_vec()));
     headers.push(("Upgrade".to_string(), b"websocket".to_vec()));
     let out = head::write_response(&response, &headers, Framing::Empty, false);
     client.write_all(&out).await.map_err(|e| Failure::Midway(format!("writing the response failed: {e}")))?;
-    guard::copy_until_idle(client, &mut up.conn, idle)
-        .await
-        .map_err(Failure::Cut)?
-        .map_err(|e| Failure::Midway(format!("the WebSocket ended with an error: {e}")))?;
+    let copied = match scrub {
+        // Frames count their bytes: each secret becomes as many bytes of its placeholder.
+        Some(s) => {
+            let mut scrubbed = ScrubbedReads::new(&mut up.conn, s.same_length());
+            let copied = guard::copy_until_idle(client, &mut scrubbed, idle).await;
+            s.replaced += scrubbed.replaced();
+            copied
+        }
+        None => guard::copy_until_idle(client, &mut up.conn, idle).await,
+    };
+    copied.map_err(Failure::Cut)?.map_err(|e| Failure::Midway(format!("the WebSocket ended with an error: {e}")))?;
     Ok(Done { status: 101, close_client: true, reuse_upstream: false, websocket: true })
 }

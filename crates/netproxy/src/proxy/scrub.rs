@@ -9,9 +9,20 @@
 //! streamed answer (server-sent events) is not delayed when it cannot be
 //! one.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use memchr::memmem::Finder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use super::intercept::Redaction;
+
+/// How long a stream's end that might start a secret is held back when
+/// nothing more comes (a WebSocket message must not wait for the next one).
+const HOLD: Duration = Duration::from_millis(20);
 
 /// Replaces secrets in a stream, piece by piece.
 pub(crate) struct Scrubber {
@@ -36,9 +47,29 @@ impl Scrubber {
         Some(Scrubber { finders, longest, held: Vec::new(), replaced: 0 })
     }
 
+    /// The same secrets, each replaced by its replacement cut or repeated to
+    /// the secret's length: for a stream whose framing counts bytes (WebSocket frames).
+    pub(crate) fn same_length(&self) -> Scrubber {
+        let finders = self
+            .finders
+            .iter()
+            .map(|(f, r)| {
+                let fitted = r.iter().copied().cycle().take(f.needle().len()).collect::<Vec<u8>>();
+                let fitted = if fitted.len() == f.needle().len() { fitted } else { vec![b'*'; f.needle().len()] };
+                (f.clone().into_owned(), fitted)
+            })
+            .collect();
+        Scrubber { finders, longest: self.longest, held: Vec::new(), replaced: 0 }
+    }
+
     /// True if every replacement is as long as its secret, so a body keeps its length.
     pub(crate) fn keeps_length(&self) -> bool {
         self.finders.iter().all(|(f, r)| f.needle().len() == r.len())
+    }
+
+    #[cfg(test)]
+    fn clone_whole(mut self, value: &[u8]) -> Vec<u8> {
+        self.whole(value)
     }
 
     /// Scrubs a whole value at once (a header, a reason phrase).
@@ -90,6 +121,86 @@ impl Scrubber {
                 self.finders.iter().any(|(f, _)| f.needle().starts_with(tail))
             })
             .unwrap_or(0)
+    }
+}
+
+/// A stream whose reads pass through a (same-length) [`Scrubber`]; writes
+/// pass untouched. What might start a secret at the end of a read is held
+/// back for at most [`HOLD`] when nothing more arrives.
+pub(crate) struct ScrubbedReads<'a, S: ?Sized> {
+    inner: &'a mut S,
+    scrub: Scrubber,
+    out: Vec<u8>,
+    pos: usize,
+    hold: Option<Pin<Box<Sleep>>>,
+    ended: bool,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin + ?Sized> ScrubbedReads<'a, S> {
+    pub(crate) fn new(inner: &'a mut S, scrub: Scrubber) -> Self {
+        ScrubbedReads { inner, scrub, out: Vec::new(), pos: 0, hold: None, ended: false }
+    }
+
+    /// How many replacements were made.
+    pub(crate) fn replaced(&self) -> usize {
+        self.scrub.replaced
+    }
+
+    fn give(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.pos >= self.out.len() {
+            return false;
+        }
+        let n = (self.out.len() - self.pos).min(buf.remaining());
+        buf.put_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        true
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> AsyncRead for ScrubbedReads<'_, S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.give(buf) || this.ended {
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 16 * 1024];
+            let mut piece = ReadBuf::new(&mut raw);
+            match Pin::new(&mut *this.inner).poll_read(cx, &mut piece) {
+                Poll::Ready(Ok(())) if piece.filled().is_empty() => {
+                    this.ended = true;
+                    (this.out, this.pos) = (this.scrub.finish(), 0);
+                }
+                Poll::Ready(Ok(())) => {
+                    this.hold = None;
+                    (this.out, this.pos) = (this.scrub.piece(piece.filled()), 0);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if this.scrub.held.is_empty() => return Poll::Pending,
+                Poll::Pending => {
+                    let hold = this.hold.get_or_insert_with(|| Box::pin(tokio::time::sleep(HOLD)));
+                    if std::future::Future::poll(hold.as_mut(), cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.hold = None;
+                    (this.out, this.pos) = (this.scrub.finish(), 0);
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> AsyncWrite for ScrubbedReads<'_, S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -146,5 +257,29 @@ mod tests {
         assert!(!s.keeps_length());
         assert!(Scrubber::new(&[]).is_none());
         assert!(Scrubber::new(&[Redaction::new(b"abc".to_vec(), b"xyz".to_vec())]).is_some_and(|s| s.keeps_length()));
+        let fitted = scrubber().same_length();
+        assert!(fitted.keeps_length());
+        assert_eq!(fitted.clone_whole(b"x ghp_realtoken y"), b"x phphphphphphp y");
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_scrubbed_across_reads_and_a_possible_start_is_released_when_nothing_follows() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut server, mut proxy_side) = tokio::io::duplex(1024);
+        let mut reads = ScrubbedReads::new(&mut proxy_side, scrubber().same_length());
+        server.write_all(b"frame one sk-REAL-01").await.unwrap();
+        let mut got = vec![0u8; 10];
+        reads.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"frame one ");
+        server.write_all(b"23456789 and more").await.unwrap();
+        let mut got = vec![0u8; 27];
+        reads.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"sk-PLACEHOLDER-xyz and more");
+        // A read that ends in what could start a secret is not kept waiting.
+        server.write_all(b"last: sk-").await.unwrap();
+        let mut got = vec![0u8; 9];
+        tokio::time::timeout(Duration::from_secs(2), reads.read_exact(&mut got)).await.expect("released").unwrap();
+        assert_eq!(got, b"last: sk-");
+        assert_eq!(reads.replaced(), 1);
     }
 }

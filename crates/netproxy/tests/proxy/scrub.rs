@@ -9,7 +9,9 @@ use std::sync::Arc;
 use moat_netproxy::policy::Preset;
 use moat_netproxy::proxy::{Headers, Intercept, Redaction};
 
-use crate::util::{connect, exchange, get, tls, Fixture, ADDRESS_RULES, API};
+use tokio::io::AsyncWriteExt;
+
+use crate::util::{connect, exchange, get, read_n, tls, Fixture, ADDRESS_RULES, API};
 
 const SECRET: &str = "sk-real-0123456789abcdefghij";
 
@@ -114,4 +116,38 @@ async fn methods_that_echo_the_request_never_carry_the_credential() {
     let res = reflect(&fx, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").await;
     assert_eq!(res.status, 400, "{res:?}");
     assert!(fx.reflect.raw().is_empty(), "nothing reached the service");
+}
+
+#[tokio::test]
+async fn a_websocket_that_echoes_the_credential_shows_the_guest_the_placeholder() {
+    let placeholder = "sk-ph-short";
+    let fx = fixture(placeholder).await;
+    let mut client = fx.client();
+    let target = format!("{API}:{}", fx.ws_tls.port());
+    assert_eq!(connect(&mut client, &target).await.status, 200);
+    let mut stream = tls(client, API, fx.proxy.ca_certificate_pem()).await.expect("our certificate");
+    let upgrade = format!(
+        "GET /echo-auth HTTP/1.1\r\nHost: {target}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate\r\nAuthorization: Bearer {placeholder}\r\n\r\n"
+    );
+    stream.write_all(upgrade.as_bytes()).await.expect("upgrade");
+    let mut seen = Vec::new();
+    // The head, then the service's echo of what it got (sent in two pieces), then our own echo.
+    while !seen.ends_with(b"ping") {
+        if seen.ends_with(b"\n") && !seen.ends_with(b"\r\n") {
+            stream.write_all(b"ping").await.expect("ping");
+        }
+        seen.extend(read_n(&mut stream, 1).await);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    let fitted: String = placeholder.chars().cycle().take(SECRET.len()).collect();
+    assert!(
+        text.contains(&format!("\r\n\r\nBearer {fitted}\n")),
+        "as many bytes as the secret, so frames keep their lengths:\n{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
+    let sent = String::from_utf8_lossy(&fx.ws_tls.raw()).to_ascii_lowercase();
+    assert!(sent.contains(&format!("authorization: bearer {SECRET}")), "{sent}");
+    assert!(!sent.contains("sec-websocket-extensions"), "no compression asked for: {sent}");
 }

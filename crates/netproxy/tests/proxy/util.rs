@@ -191,31 +191,21 @@ impl Upstream {
     /// A WebSocket-style server: reads one request head (recorded in
     /// `raw`), answers `101 Switching Protocols` with the protocol the head's
     /// `Upgrade` names — or `h2c` when it names none, like a server that
-    /// switches unasked — and then echoes every byte.
-    async fn websocket(ip: [u8; 4]) -> Upstream {
-        Upstream::serve_tcp(ip, |mut tcp, raw| async move {
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match tcp.read(&mut byte).await {
-                    Ok(1) => head.push(byte[0]),
-                    _ => return,
+    /// switches unasked — and then echoes every byte. For `/echo-auth` it
+    /// first sends the request's `Authorization` value (in two writes).
+    async fn websocket(ip: [u8; 4], tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+        Upstream::serve_tcp(ip, move |tcp, raw| {
+            let tls = tls.clone();
+            async move {
+                match tls {
+                    Some(config) => {
+                        if let Ok(stream) = TlsAcceptor::from(config).accept(tcp).await {
+                            websocket_session(stream, raw).await;
+                        }
+                    }
+                    None => websocket_session(tcp, raw).await,
                 }
             }
-            raw.lock().expect("lock").extend_from_slice(&head);
-            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-            let protocol = text
-                .lines()
-                .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_string()))
-                .unwrap_or_else(|| "h2c".to_string());
-            let answer = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n"
-            );
-            if tcp.write_all(answer.as_bytes()).await.is_err() {
-                return;
-            }
-            let (mut r, mut w) = tcp.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
         })
         .await
     }
@@ -341,6 +331,47 @@ pub fn client_hello(name: &str) -> Vec<u8> {
     out
 }
 
+async fn websocket_session<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, raw: Arc<Mutex<Vec<u8>>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    raw.lock().expect("lock").extend_from_slice(&head);
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let protocol = text
+        .lines()
+        .find_map(|l| l.strip_prefix("upgrade:").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| "h2c".to_string());
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {protocol}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: test\r\n\r\n"
+    );
+    if stream.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    if text.starts_with("get /echo-auth ") {
+        // Sends the request's Authorization value back in two pieces, apart.
+        let original = String::from_utf8_lossy(&head).into_owned();
+        let auth = original
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("authorization")))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let (a, b) = auth.as_bytes().split_at(auth.len() / 2);
+        let _ = stream.write_all(a).await;
+        let _ = stream.flush().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let _ = stream.write_all(b).await;
+        let _ = stream.write_all(b"\n").await;
+        let _ = stream.flush().await;
+    }
+    let (mut r, mut w) = tokio::io::split(stream);
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+}
+
 /// What the raw server answers to an HTTP request.
 pub const FIXED_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
@@ -402,6 +433,8 @@ pub struct Fixture {
     pub raw: Upstream,
     /// Answers `101` and echoes, on the API's address.
     pub ws: Upstream,
+    /// The same over TLS.
+    pub ws_tls: Upstream,
     /// Reflects requests back over TLS ([`reflector`]), on the API's address.
     pub reflect: Upstream,
     /// The echo server over TLS that makes clients retry their hello, on the API's address.
@@ -428,10 +461,11 @@ impl Fixture {
         let reflect = reflector(API_IP, Arc::clone(&tls)).await;
         let retry_tls = Upstream::http(API_IP, Some(ca.retrying_server_config(&CERT_NAMES))).await;
         let hello_retry = hello_retry_server(API_IP).await;
-        let evil_tls = Upstream::http(EVIL_IP, Some(tls)).await;
+        let evil_tls = Upstream::http(EVIL_IP, Some(Arc::clone(&tls))).await;
         let evil_http = Upstream::http(EVIL_IP, None).await;
         let raw = Upstream::raw_server(RAW_IP).await;
-        let ws = Upstream::websocket(API_IP).await;
+        let ws = Upstream::websocket(API_IP, None).await;
+        let ws_tls = Upstream::websocket(API_IP, Some(Arc::clone(&tls))).await;
         let resolver = StaticResolver::new()
             .with(API, [IpAddr::from(API_IP)])
             .with("a.example.test", [IpAddr::from(API_IP)])
@@ -460,6 +494,7 @@ impl Fixture {
             evil_http,
             raw,
             ws,
+            ws_tls,
             reflect,
             retry_tls,
             hello_retry,
