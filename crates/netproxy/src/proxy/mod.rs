@@ -60,4 +60,4 @@ pub use admission::REFUSALS_LOGGED_EVERY;
 pub use ca::{CaError, CertificateAuthority, CA_FILE, DEFAULT_LEAF_CACHE};
 pub use intercept::{HeaderError, Headers, Intercept, Redaction};
 pub use resolve::{OrSystem, Resolve, ResolveFuture, StaticResolver, SystemResolver};
-pub use server::{Limits, Proxy, ProxyConfig, ProxyError};
+pub use server::{Limits, Proxy, ProxyConfig, ProxyError, Reserved};

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::log::{ConnectionSink, LogMode};
 use crate::policy::Policy;
 
-use super::admission::{Admission, Admit};
+use super::admission::{Admission, Admit, Slot};
 use super::ca::CertificateAuthority;
 use super::forward::{self, Mode, Next};
 use super::intercept::Intercept;
@@ -126,6 +126,17 @@ pub enum ProxyError {
     Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// A connection slot taken by [`Proxy::reserve`]; freed when dropped.
+pub struct Reserved {
+    _slot: Slot,
+}
+
+impl fmt::Debug for Reserved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reserved")
+    }
+}
+
 /// The egress proxy. Cheap to clone; serve each connection in its own task.
 #[derive(Clone)]
 pub struct Proxy {
@@ -229,9 +240,35 @@ impl Proxy {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Admit::In(_slot) = self.inner.admission.admit(&self.inner.sink, sandbox, LogMode::Transparent) else {
+        let Some(slot) = self.reserve(sandbox) else {
             return; // Closed: a redirected client would not understand a proxy's 503.
         };
+        self.serve_transparent_reserved(slot, stream, sandbox, original_dst, name_hint).await;
+    }
+
+    /// Takes one of the proxy's [`Limits::max_connections`] slots for a
+    /// redirected connection before anything is read from it (say, the
+    /// line that names its destination); `None` over the limit (logged, at
+    /// most once per 10 s): close the connection.
+    pub fn reserve(&self, sandbox: &str) -> Option<Reserved> {
+        match self.inner.admission.admit(&self.inner.sink, sandbox, LogMode::Transparent) {
+            Admit::In(slot) => Some(Reserved { _slot: slot }),
+            Admit::Refused => None,
+        }
+    }
+
+    /// [`Proxy::serve_transparent`] in a slot [`Proxy::reserve`] took.
+    pub async fn serve_transparent_reserved<S>(
+        &self,
+        reserved: Reserved,
+        stream: S,
+        sandbox: &str,
+        original_dst: SocketAddr,
+        name_hint: Option<String>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         transparent::serve(&self.inner, Conn::new(Box::new(stream)), sandbox, original_dst, name_hint).await;
+        drop(reserved);
     }
 }

@@ -221,3 +221,14 @@ async fn connections_past_the_limit_are_refused_and_logged_once() {
     raw_tunnel(&fx).await;
     assert_eq!(fx.raw.connections(), 3);
 }
+
+#[tokio::test]
+async fn a_reserved_slot_counts_before_anything_is_read() {
+    let fx = Fixture::with(None, |limits| limits.max_connections = 1).await;
+    // As the supervisor does for a redirected connection, before reading the line naming its destination.
+    let held = fx.proxy.reserve(crate::util::SANDBOX).expect("a slot");
+    assert!(fx.proxy.reserve(crate::util::SANDBOX).is_none(), "the only slot is taken though nothing was read");
+    assert_eq!(read_response(&mut fx.client()).await.status, 503);
+    drop(held);
+    assert!(fx.proxy.reserve(crate::util::SANDBOX).is_some(), "freed when dropped");
+}

@@ -263,6 +263,9 @@ async fn accept_loop(listener: UnixListener, kind: Port, shared: Arc<Shared>) {
 /// Reads the [`TransparentHeader`] (bounded, with a deadline), then hands the
 /// connection to the proxy with the name the guest's DNS gave that address.
 async fn transparent(mut stream: UnixStream, shared: &Shared) {
+    // The slot is taken before the header is read, so connections that never
+    // name a destination count against the sandbox's limit too.
+    let Some(slot) = shared.proxy.reserve(&shared.sandbox) else { return };
     let mut line = Vec::with_capacity(wire::MAX_HEADER);
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         let mut byte = [0u8; 1];
@@ -283,7 +286,7 @@ async fn transparent(mut stream: UnixStream, shared: &Shared) {
     };
     let dst = SocketAddr::from(header.dst);
     let hint = shared.fake.lookup_ip(*header.dst.ip());
-    shared.proxy.serve_transparent(stream, &shared.sandbox, dst, hint).await;
+    shared.proxy.serve_transparent_reserved(slot, stream, &shared.sandbox, dst, hint).await;
 }
 
 #[cfg(test)]
