@@ -37,7 +37,18 @@ impl ConnectionSink for NoLog {
 }
 
 /// Intercepts `bench.test` and adds one header, as credential injection would.
-struct AddHeader;
+struct AddHeader {
+    /// A 108-byte secret (the length of an Anthropic key) and its placeholder.
+    redactions: Vec<Redaction>,
+}
+
+impl AddHeader {
+    fn new() -> AddHeader {
+        let secret = format!("sk-ant-api03-{}", "S".repeat(95));
+        let placeholder = format!("sk-ant-api03-{}", "P".repeat(95));
+        AddHeader { redactions: vec![Redaction::new(secret.into_bytes(), placeholder.into_bytes())] }
+    }
+}
 
 impl Intercept for AddHeader {
     fn wants(&self, _sandbox: &str, host: &str, _port: u16) -> bool {
@@ -49,12 +60,9 @@ impl Intercept for AddHeader {
         None
     }
 
-    /// As the credential hook does: every answer is scrubbed of a
-    /// 108-byte secret (the length of an Anthropic key).
+    /// As the credential hook does: every answer is scrubbed of a secret.
     fn redactions(&self, _sandbox: &str, _host: &str) -> Vec<Redaction> {
-        let secret = format!("sk-ant-api03-{}", "S".repeat(95));
-        let placeholder = format!("sk-ant-api03-{}", "P".repeat(95));
-        vec![Redaction::new(secret.into_bytes(), placeholder.into_bytes())]
+        self.redactions.clone()
     }
 }
 
@@ -91,7 +99,7 @@ pub fn start(
     config.resolver = Arc::new(StaticResolver::new().with(HOST, [IpAddr::V4(Ipv4Addr::LOCALHOST)]));
     config.extra_roots_pem = vec![upstream_ca_pem.to_string()];
     if let Variant::Intercept = variant {
-        config.intercept = Some(Arc::new(AddHeader));
+        config.intercept = Some(Arc::new(AddHeader::new()));
     }
     let proxy = Proxy::new(config).map_err(|e| format!("proxy: {e}"))?;
     let ca_pem = proxy.ca_certificate_pem().to_string();

@@ -88,8 +88,11 @@ struct Encoder<'a> {
 
 impl Encoder<'_> {
     async fn data(&mut self, bytes: &[u8]) -> Result<(), BodyError> {
-        match self.scrub.as_mut().map(|s| s.piece(bytes)) {
-            Some(clean) => self.write(&clean).await,
+        match self.scrub.as_mut() {
+            Some(s) => {
+                let clean = s.piece(bytes);
+                self.write(&clean).await
+            }
             None => self.write(bytes).await,
         }
     }

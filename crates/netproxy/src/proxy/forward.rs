@@ -13,7 +13,7 @@ use crate::policy::{CompiledPolicy, Request};
 use super::body::{self, BodyError};
 use super::guard::{self, Cut, Destination};
 use super::head::{self, Framing, HeadError, Kind};
-use super::intercept::Headers;
+use super::intercept::{Headers, Redaction};
 use super::io::Conn;
 use super::record::Tracker;
 use super::reply;
@@ -37,6 +37,8 @@ pub(crate) enum Mode {
         port: u16,
         /// The checked TCP connection made before the guest's handshake.
         preconnected: Option<Connected>,
+        /// The last request's redactions and their scrubber (built once per connection, mostly).
+        scrub_cache: Option<(Vec<Redaction>, Scrubber)>,
     },
     /// Transparent plain HTTP to `port`: `Host` names the host (and must
     /// equal the name the guest resolved, if known).
@@ -244,14 +246,20 @@ async fn exchange(
     if let Some(note) = note {
         tracker.note(note);
     }
-    let mut scrubber = match (&inner.intercept, &*mode) {
-        (Some(hook), Mode::Intercepted { .. }) => Scrubber::new(&hook.redactions(sandbox, &target.host)),
+    let mut scrubber = match (&inner.intercept, &mut *mode) {
+        (Some(hook), Mode::Intercepted { scrub_cache, .. }) => {
+            Scrubber::cached(scrub_cache, hook.redactions(sandbox, &target.host))
+        }
         _ => None,
     };
     if scrubber.is_some() {
         // An encoded answer, or compressed WebSocket frames, could not be checked for the credential.
-        let _ = headers.set("Accept-Encoding", b"identity");
-        headers.remove("Sec-WebSocket-Extensions");
+        if headers.get("Accept-Encoding") != Some(b"identity") {
+            let _ = headers.set("Accept-Encoding", b"identity");
+        }
+        if wants_websocket(&req) {
+            headers.remove("Sec-WebSocket-Extensions");
+        }
     }
 
     let up = match upstream_for(inner, &policy, &request, mode, upstream).await {
@@ -519,9 +527,13 @@ fn unreadable_coding(response: &head::Head) -> Option<String> {
 
 /// Takes the secrets out of a response's reason phrase and headers.
 fn scrub_head(scrub: &mut Scrubber, response: &mut head::Head, headers: &mut [(String, Vec<u8>)]) {
-    response.reason = String::from_utf8_lossy(&scrub.whole(response.reason.as_bytes())).into_owned();
+    if scrub.contains_secret(response.reason.as_bytes()) {
+        let mut reason = std::mem::take(&mut response.reason).into_bytes();
+        scrub.in_place(&mut reason);
+        response.reason = String::from_utf8_lossy(&reason).into_owned();
+    }
     for (_, value) in headers.iter_mut() {
-        *value = scrub.whole(value);
+        scrub.in_place(value);
     }
 }
 

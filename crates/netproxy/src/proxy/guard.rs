@@ -10,10 +10,12 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -61,14 +63,48 @@ impl Cut {
 /// Runs `work` until it ends, or until the live policy denies `dest`
 /// (decided now, and again on every update). A `work` that ends by itself
 /// with a [`Cut`] (idle) passes it on.
+///
+/// `work` is polled on every wake; the watcher only when its own waker
+/// fired (a policy update), since polling a parked `watch` subscription
+/// takes a lock and a busy connection is woken several times per request.
 pub(crate) async fn watch<T, F>(policy: &Policy, dest: &Destination<'_>, work: F) -> Result<T, Cut>
 where
     F: Future<Output = Result<T, Cut>>,
 {
-    tokio::select! {
-        biased;
-        done = work => done,
-        decision = denied(policy, dest) => Err(Cut::Denied(decision)),
+    let mut work = std::pin::pin!(work);
+    let mut watcher = std::pin::pin!(denied(policy, dest));
+    // Set: the watcher runs on the first poll (it decides now and subscribes).
+    let flag = Arc::new(WokenFlag { woken: AtomicBool::new(true), parent: AtomicWaker::new() });
+    let waker = Waker::from(Arc::clone(&flag));
+    std::future::poll_fn(move |cx| {
+        flag.parent.register(cx.waker());
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(done);
+        }
+        if flag.woken.swap(false, Ordering::AcqRel) {
+            if let Poll::Ready(decision) = watcher.as_mut().poll(&mut Context::from_waker(&waker)) {
+                return Poll::Ready(Err(Cut::Denied(decision)));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The watcher's waker: notes that it was woken and wakes the connection's task.
+struct WokenFlag {
+    woken: AtomicBool,
+    parent: AtomicWaker,
+}
+
+impl Wake for WokenFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.parent.wake();
     }
 }
 

@@ -9,8 +9,10 @@
 //! streamed answer (server-sent events) is not delayed when it cannot be
 //! one.
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,10 +27,13 @@ use super::intercept::Redaction;
 const HOLD: Duration = Duration::from_millis(20);
 
 /// Replaces secrets in a stream, piece by piece.
+#[derive(Clone)]
 pub(crate) struct Scrubber {
-    finders: Vec<(Finder<'static>, Vec<u8>)>,
-    /// The longest secret, in bytes.
+    /// Shared by the scrubbers of one connection's responses (built once).
+    finders: Arc<[(Finder<'static>, Vec<u8>)]>,
+    /// The longest and the shortest secret, in bytes.
     longest: usize,
+    shortest: usize,
     /// The end of the last piece, held back because a secret may start there.
     held: Vec<u8>,
     /// How many replacements were made.
@@ -38,13 +43,14 @@ pub(crate) struct Scrubber {
 impl Scrubber {
     /// A scrubber for `redactions`, or `None` if there is nothing to take out.
     pub(crate) fn new(redactions: &[Redaction]) -> Option<Scrubber> {
-        let finders: Vec<_> = redactions
+        let finders: Arc<[_]> = redactions
             .iter()
             .filter(|r| !r.secret.is_empty())
             .map(|r| (Finder::new(&r.secret).into_owned(), r.replacement.clone()))
             .collect();
         let longest = finders.iter().map(|(f, _)| f.needle().len()).max()?;
-        Some(Scrubber { finders, longest, held: Vec::new(), replaced: 0 })
+        let shortest = finders.iter().map(|(f, _)| f.needle().len()).min()?;
+        Some(Scrubber { finders, longest, shortest, held: Vec::new(), replaced: 0 })
     }
 
     /// The same secrets, each replaced by its replacement cut or repeated to
@@ -59,7 +65,25 @@ impl Scrubber {
                 (f.clone().into_owned(), fitted)
             })
             .collect();
-        Scrubber { finders, longest: self.longest, held: Vec::new(), replaced: 0 }
+        Scrubber { finders, longest: self.longest, shortest: self.shortest, held: Vec::new(), replaced: 0 }
+    }
+
+    /// A scrubber for `redactions`, reusing `cache` (built for the same
+    /// redactions on an earlier request of the connection) when it fits.
+    pub(crate) fn cached(
+        cache: &mut Option<(Vec<Redaction>, Scrubber)>,
+        redactions: Vec<Redaction>,
+    ) -> Option<Scrubber> {
+        if let Some((seen, scrubber)) = cache.as_ref() {
+            if *seen == redactions {
+                let mut fresh = scrubber.clone();
+                fresh.reset();
+                return Some(fresh);
+            }
+        }
+        let scrubber = Scrubber::new(&redactions)?;
+        *cache = Some((redactions, scrubber.clone()));
+        Some(scrubber)
     }
 
     /// True if every replacement is as long as its secret, so a body keeps its length.
@@ -74,13 +98,37 @@ impl Scrubber {
 
     /// Scrubs a whole value at once (a header, a reason phrase).
     pub(crate) fn whole(&mut self, value: &[u8]) -> Vec<u8> {
-        let mut out = self.piece(value);
+        let mut out = self.piece(value).into_owned();
         out.extend(self.finish());
         out
     }
 
-    /// Scrubs the next piece of a stream; what may begin a secret is kept for the next call.
-    pub(crate) fn piece(&mut self, input: &[u8]) -> Vec<u8> {
+    /// True if a secret is in `value`.
+    pub(crate) fn contains_secret(&self, value: &[u8]) -> bool {
+        value.len() >= self.shortest && self.first_match(value).is_some()
+    }
+
+    /// Scrubs a whole value in place; leaves it alone (no copy) if no secret is in it.
+    pub(crate) fn in_place(&mut self, value: &mut Vec<u8>) {
+        if self.contains_secret(value) {
+            *value = self.whole(value);
+        }
+    }
+
+    /// Forgets what one stream left: the next piece starts another.
+    pub(crate) fn reset(&mut self) {
+        self.held.clear();
+        self.replaced = 0;
+    }
+
+    /// Scrubs the next piece of a stream; what may begin a secret is kept
+    /// for the next call. Borrows `input` when there is nothing to change.
+    pub(crate) fn piece<'a>(&mut self, input: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.held.is_empty() && !self.contains_secret(input) {
+            let keep = self.partial_suffix(input);
+            self.held.extend_from_slice(&input[input.len() - keep..]);
+            return Cow::Borrowed(&input[..input.len() - keep]);
+        }
         let mut data = std::mem::take(&mut self.held);
         data.extend_from_slice(input);
         let mut out = Vec::with_capacity(data.len());
@@ -95,7 +143,7 @@ impl Scrubber {
         let end = data.len() - keep;
         out.extend_from_slice(&data[at..end]);
         self.held = data[end..].to_vec();
-        out
+        Cow::Owned(out)
     }
 
     /// What is still held back: the stream ended, so it cannot become a secret.
@@ -112,14 +160,18 @@ impl Scrubber {
     }
 
     /// How long the longest end of `data` is that a secret starts with.
+    /// Only positions holding a secret's first byte are compared.
     fn partial_suffix(&self, data: &[u8]) -> usize {
         let most = data.len().min(self.longest.saturating_sub(1));
-        (1..=most)
-            .rev()
-            .find(|&n| {
-                let tail = &data[data.len() - n..];
-                self.finders.iter().any(|(f, _)| f.needle().starts_with(tail))
+        let tail_start = data.len() - most;
+        let tail = &data[tail_start..];
+        self.finders
+            .iter()
+            .filter_map(|(f, _)| {
+                let needle = f.needle();
+                memchr::memchr_iter(needle[0], tail).find(|&at| needle.starts_with(&tail[at..])).map(|at| most - at)
             })
+            .max()
             .unwrap_or(0)
     }
 }
@@ -173,7 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> AsyncRead for ScrubbedReads<'_,
                 }
                 Poll::Ready(Ok(())) => {
                     this.hold = None;
-                    (this.out, this.pos) = (this.scrub.piece(piece.filled()), 0);
+                    (this.out, this.pos) = (this.scrub.piece(piece.filled()).into_owned(), 0);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending if this.scrub.held.is_empty() => return Poll::Pending,
@@ -221,7 +273,7 @@ mod tests {
         let mut s = scrubber();
         let mut out = Vec::new();
         for piece in input.chunks(step) {
-            out.extend(s.piece(piece));
+            out.extend_from_slice(&s.piece(piece));
         }
         out.extend(s.finish());
         out
@@ -239,10 +291,10 @@ mod tests {
     #[test]
     fn only_a_possible_start_of_a_secret_is_held_back() {
         let mut s = scrubber();
-        assert_eq!(s.piece(b"data: {\"text\":\"hi\"}\n\n"), b"data: {\"text\":\"hi\"}\n\n", "nothing held");
-        assert_eq!(s.piece(b"the key is sk-RE"), b"the key is ");
-        assert_eq!(s.piece(b"AD"), b"sk-READ", "not a secret after all");
-        assert_eq!(s.piece(b"gh"), b"");
+        assert_eq!(&*s.piece(b"data: {\"text\":\"hi\"}\n\n"), b"data: {\"text\":\"hi\"}\n\n", "nothing held");
+        assert_eq!(&*s.piece(b"the key is sk-RE"), b"the key is ");
+        assert_eq!(&*s.piece(b"AD"), b"sk-READ", "not a secret after all");
+        assert_eq!(&*s.piece(b"gh"), b"");
         assert_eq!(s.finish(), b"gh", "the end of the stream releases it");
     }
 

@@ -175,7 +175,7 @@ pub(crate) async fn run(
         }
     };
     let mut conn = Conn::new(Box::new(tls));
-    let mut mode = Mode::Intercepted { host: host.to_string(), port, preconnected: Some(connected) };
+    let mut mode = Mode::Intercepted { host: host.to_string(), port, preconnected: Some(connected), scrub_cache: None };
     let served = guard::watch(&inner.policy, &dest, async {
         forward::serve_http(inner, &mut conn, sandbox, &mut mode).await;
         Ok(())
