@@ -1,6 +1,7 @@
 //! `moat-vsock`: a vhost-user vsock backend, a drop-in for `vhost-device-vsock`
-//! on Moat's command line. It serves one frontend and exits when it goes;
-//! SIGTERM, SIGINT and SIGHUP end it too.
+//! on Moat's command line. It serves one frontend and exits when it goes
+//! (as the init of a PID namespace, it waits for a signal instead);
+//! SIGTERM, SIGINT and SIGHUP end it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,13 +70,24 @@ fn main() -> ExitCode {
     });
     let served = moat_vsock::serve(&config);
     remove_sockets(&config);
-    match served {
+    let code = match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("moat-vsock: {}", chain(&e));
             ExitCode::FAILURE
         }
+    };
+    if std::process::id() == 1 {
+        // The init of the VM's PID namespace: ending now would kill the
+        // monitor (the kernel kills a namespace whose init is gone) before it
+        // reports why it stopped. The supervisor ends us once it has reaped
+        // the monitor (SIGTERM, taken by the thread above), or dies, which
+        // kills us (death signal).
+        loop {
+            std::thread::park();
+        }
     }
+    code
 }
 
 /// An error and its sources, joined by `: `.
