@@ -92,6 +92,35 @@ pub struct ConnectionRecord {
     pub status: Option<u16>,
 }
 
+impl ConnectionRecord {
+    /// A record about the log or the proxy itself (records dropped,
+    /// connections refused): no method, host or bytes, only `note`.
+    pub fn notice(
+        sandbox: &str,
+        started_ms: i64,
+        mode: LogMode,
+        verdict: LogVerdict,
+        note: String,
+    ) -> ConnectionRecord {
+        ConnectionRecord {
+            sandbox: sandbox.to_string(),
+            started_ms,
+            method: String::new(),
+            host: String::new(),
+            port: 0,
+            verdict,
+            mode,
+            rule: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            note: Some(note),
+            path: None,
+            status: None,
+        }
+    }
+}
+
 /// Where the proxy sends its records. Implementations must not block: queue
 /// and write elsewhere.
 pub trait ConnectionSink: Send + Sync {

@@ -220,22 +220,8 @@ impl ConnectionSink for SqliteLog {
                     "{dropped_before} records dropped: over the rate limit ({} a second, bursts of {}, per sandbox)",
                     rate.per_second, rate.burst
                 );
-                let summary = ConnectionRecord {
-                    sandbox: record.sandbox.clone(),
-                    started_ms: record.started_ms,
-                    method: String::new(),
-                    host: String::new(),
-                    port: 0,
-                    verdict: LogVerdict::Failed,
-                    mode: record.mode,
-                    rule: None,
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    duration_ms: 0,
-                    note: Some(note),
-                    path: None,
-                    status: None,
-                };
+                let summary =
+                    ConnectionRecord::notice(&record.sandbox, record.started_ms, record.mode, LogVerdict::Failed, note);
                 self.enqueue(summary);
                 self.enqueue(record);
             }

@@ -74,20 +74,5 @@ fn refusal_record(sandbox: &str, mode: LogMode, max: usize, count: u64) -> Conne
          (at most one such record per {} s)",
         REFUSALS_LOGGED_EVERY.as_secs()
     );
-    ConnectionRecord {
-        sandbox: sandbox.to_string(),
-        started_ms,
-        method: String::new(),
-        host: String::new(),
-        port: 0,
-        verdict: LogVerdict::Denied,
-        mode,
-        rule: None,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
-        note: Some(note),
-        path: None,
-        status: None,
-    }
+    ConnectionRecord::notice(sandbox, started_ms, mode, LogVerdict::Denied, note)
 }

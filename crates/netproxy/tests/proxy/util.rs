@@ -241,14 +241,7 @@ async fn reflector(ip: [u8; 4], tls: Arc<rustls::ServerConfig>) -> Upstream {
         async move {
             let Ok(mut stream) = TlsAcceptor::from(tls).accept(tcp).await else { return };
             loop {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
+                let Some(head) = read_request_head(&mut stream).await else { return };
                 raw.lock().expect("lock").extend_from_slice(&head);
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let path = text.split(' ').nth(1).unwrap_or_default().to_string();
@@ -331,15 +324,21 @@ pub fn client_hello(name: &str) -> Vec<u8> {
     out
 }
 
-async fn websocket_session<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, raw: Arc<Mutex<Vec<u8>>>) {
+/// A request head read byte by byte (so nothing after it is consumed); `None` if the stream ends first.
+async fn read_request_head<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte).await {
             Ok(1) => head.push(byte[0]),
-            _ => return,
+            _ => return None,
         }
     }
+    Some(head)
+}
+
+async fn websocket_session<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, raw: Arc<Mutex<Vec<u8>>>) {
+    let Some(head) = read_request_head(&mut stream).await else { return };
     raw.lock().expect("lock").extend_from_slice(&head);
     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let protocol = text

@@ -169,9 +169,9 @@ fn escape_commas(p: &std::path::Path) -> std::ffi::OsString {
 mod tests {
     use super::*;
 
-    #[test]
-    fn vsock_comes_third_and_a_ninth_device_is_refused() {
-        let vm = |layers: usize, shares: usize| VmConfig {
+    /// A one-vCPU TCG VM with no layers or shares, run from `run_dir`.
+    fn vm_config(run_dir: &str) -> VmConfig {
+        VmConfig {
             name: "q".into(),
             backend: super::super::BackendKind::Qemu,
             accel: Accel::Tcg,
@@ -181,6 +181,17 @@ mod tests {
             initramfs: "i".into(),
             root_disk: "r".into(),
             state_disk: "s".into(),
+            layers: vec![],
+            shares: vec![],
+            run_dir: run_dir.into(),
+            egress: None,
+            agent_hosts: vec![],
+        }
+    }
+
+    #[test]
+    fn vsock_comes_third_and_a_ninth_device_is_refused() {
+        let vm = |layers: usize, shares: usize| VmConfig {
             layers: vec![super::super::LayerDisk { path: "l".into(), dir: None }; layers],
             shares: vec![
                 super::super::Share {
@@ -191,9 +202,7 @@ mod tests {
                 };
                 shares
             ],
-            run_dir: "/run".into(),
-            egress: None,
-            agent_hosts: vec![],
+            ..vm_config("/run")
         };
         let sockets = DeviceSockets { vsock: "v.sock".into(), fs: vec!["f.sock".into(); 2] };
         let qemu = Qemu { binary: "qemu".into() };
@@ -221,22 +230,7 @@ mod tests {
 
     #[test]
     fn qemu_runs_under_its_seccomp_policy_and_as_root_in_a_jail_of_the_sandboxs_own() {
-        let vm = VmConfig {
-            name: "q".into(),
-            backend: super::super::BackendKind::Qemu,
-            accel: Accel::Tcg,
-            cpus: 1,
-            memory_mib: 512,
-            kernel: "k".into(),
-            initramfs: "i".into(),
-            root_disk: "r".into(),
-            state_disk: "s".into(),
-            layers: vec![],
-            shares: vec![],
-            run_dir: "/home/u/.moat/sandboxes/ab/run".into(),
-            egress: None,
-            agent_hosts: vec![],
-        };
+        let vm = vm_config("/home/u/.moat/sandboxes/ab/run");
         let sockets = DeviceSockets { vsock: "v.sock".into(), fs: vec![] };
         let qemu = Qemu { binary: "qemu".into() };
         let args = |root| -> Vec<String> {
