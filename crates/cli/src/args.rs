@@ -117,6 +117,12 @@ pub enum Command {
     },
     /// Print client and daemon versions.
     Version,
+    /// Print a shell completion script: `source <(moat completions bash)`,
+    /// `moat completions zsh > "${fpath[1]}/_moat"`, `moat completions fish | source`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Internal: own one sandbox VM (started by the daemon).
     #[command(name = "__supervise", hide = true)]
     Supervise {

@@ -22,6 +22,15 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Supervise { run_dir } => Ok(supervisor::supervise_process(&run_dir)),
         Command::Daemon { command } => daemon_cmd(&home, command),
+        Command::Completions { shell } => {
+            let mut cli = <crate::args::Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli, "moat", &mut script);
+            // The internal `__supervise` is hidden from help; keep it out of the offered words too.
+            let script = String::from_utf8_lossy(&script).replace(" __supervise\"", "\"");
+            print!("{script}");
+            Ok(0)
+        }
         Command::Version => {
             println!("moat {}", env!("CARGO_PKG_VERSION"));
             match DaemonClient::new(home.daemon_socket()).version() {

@@ -7,6 +7,7 @@
 mod agents;
 mod api;
 mod checkpoint;
+mod completions;
 mod confine;
 mod docker;
 mod egress;
