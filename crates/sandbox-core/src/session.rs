@@ -164,8 +164,9 @@ mod tests {
     }
 
     /// A guest agent stand-in on a Unix socket that starts the process, sends
-    /// `output` and then says nothing more.
-    fn stalling_guest(dir: &Path, output: Vec<u8>) -> std::path::PathBuf {
+    /// `output`, then the process's `exit` — or, without one, holds the
+    /// connection open and says nothing more.
+    fn scripted_guest(dir: &Path, output: Vec<u8>, exit: Option<ExitStatus>) -> std::path::PathBuf {
         use moat_proto::exec::{write_frame, Frame};
         use std::io::{BufRead, Write};
         let path = dir.join("vsock.sock");
@@ -179,9 +180,13 @@ mod tests {
             for chunk in output.chunks(16 * 1024) {
                 write_frame(&mut conn, &Frame::Stdout(chunk.to_vec())).unwrap();
             }
-            // Hold the connection open without a word until the host hangs up.
-            let mut rest = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut conn, &mut rest);
+            match exit {
+                Some(status) => write_frame(&mut conn, &Frame::Exit(status)).unwrap(),
+                // Silent until the host hangs up.
+                None => {
+                    let _ = std::io::Read::read_to_end(&mut conn, &mut Vec::new());
+                }
+            }
         });
         path
     }
@@ -189,7 +194,7 @@ mod tests {
     #[test]
     fn a_guest_that_stalls_a_probe_costs_a_bounded_wait() {
         let tmp = tempfile::tempdir().unwrap();
-        let vsock = stalling_guest(tmp.path(), vec![b'7'; 1 << 20]);
+        let vsock = scripted_guest(tmp.path(), vec![b'7'; 1 << 20], None);
         let started = std::time::Instant::now();
         let timeout = std::time::Duration::from_millis(500);
         let err = capture_within(&vsock, &take_status(), timeout).unwrap_err();
@@ -200,21 +205,7 @@ mod tests {
     #[test]
     fn a_probe_keeps_only_the_start_of_what_the_guest_prints() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("vsock.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        std::thread::spawn(move || {
-            use moat_proto::exec::{write_frame, Frame};
-            use std::io::{BufRead, Write};
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut line = String::new();
-            std::io::BufReader::new(conn.try_clone().unwrap()).read_line(&mut line).unwrap();
-            conn.write_all(b"OK 1024\n").unwrap();
-            write_frame(&mut conn, &Frame::Started { pid: 7 }).unwrap();
-            for _ in 0..64 {
-                write_frame(&mut conn, &Frame::Stdout(vec![b'9'; 16 * 1024])).unwrap();
-            }
-            write_frame(&mut conn, &Frame::Exit(ExitStatus::Code(0))).unwrap();
-        });
+        let path = scripted_guest(tmp.path(), vec![b'9'; 1 << 20], Some(ExitStatus::Code(0)));
         let (status, out) = capture(&path, &take_status()).unwrap();
         assert_eq!(status, ExitStatus::Code(0));
         assert_eq!(out.len(), PROBE_OUTPUT, "1 MiB printed, {PROBE_OUTPUT} bytes kept");

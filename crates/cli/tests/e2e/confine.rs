@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::moat;
+use crate::harness::{children_of, moat};
 
 /// `/proc/<pid>/status` as field → value.
 fn status_of(pid: u32) -> HashMap<String, String> {
@@ -21,17 +21,8 @@ fn link(pid: u32, what: &str) -> PathBuf {
 }
 
 /// Pids whose parent is `ppid`, with their executables.
-fn children_of(ppid: u32) -> Vec<(u32, PathBuf)> {
-    let mut kids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid_field = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
-        if ppid_field.and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            kids.push((pid, link(pid, "exe")));
-        }
-    }
-    kids
+fn children_with_exe(ppid: u32) -> Vec<(u32, PathBuf)> {
+    children_of(ppid).into_iter().map(|pid| (pid, link(pid, "exe"))).collect()
 }
 
 fn named(kids: &[(u32, PathBuf)], name: &str) -> u32 {
@@ -62,7 +53,7 @@ fn qemu_vsock_and_virtiofsd_run_confined_and_the_sandbox_still_works() {
     let status = m.status("confined");
     let supervisor = status["status"]["supervisor_pid"].as_u64().unwrap() as u32;
     let qemu = status["status"]["vmm_pid"].as_u64().unwrap() as u32;
-    let kids = children_of(supervisor);
+    let kids = children_with_exe(supervisor);
     let vsock = named(&kids, "moat-vsock");
     let virtiofsd = named(&kids, "virtiofsd");
     assert!(link(qemu, "exe").to_string_lossy().contains("qemu-system"), "{kids:?}");
@@ -137,7 +128,7 @@ fn qemu_vsock_and_virtiofsd_run_confined_and_the_sandbox_still_works() {
     let status = m.status("confined");
     let supervisor = status["status"]["supervisor_pid"].as_u64().unwrap() as u32;
     let qemu = status["status"]["vmm_pid"].as_u64().unwrap() as u32;
-    let kids = children_of(supervisor);
+    let kids = children_with_exe(supervisor);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
     for (pid, exe) in kids.iter().cloned().chain([(qemu, PathBuf::from("qemu"))]) {

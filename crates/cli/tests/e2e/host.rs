@@ -4,7 +4,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{moat, moat_without_guest, stderr};
+use crate::harness::{children_of, moat, moat_without_guest, stderr};
 
 /// `moat create shell ARGS…` from `cwd`; asserts it fails with 125 and returns stderr.
 fn refused(m: &crate::harness::Moat, cwd: &Path, args: &[&str]) -> String {
@@ -64,21 +64,6 @@ fn nofile_of(pid: u32) -> (u64, u64) {
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     (nums[0], nums[1])
-}
-
-/// Pids whose parent is `ppid`.
-fn children_of(ppid: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // `pid (comm) state ppid …`; comm may hold spaces, so split after the last ')'.
-        let ppid_field = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
-        if ppid_field.and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            kids.push(pid);
-        }
-    }
-    kids
 }
 
 #[test]

@@ -84,30 +84,32 @@ impl CompiledPolicy {
         policy
     }
 
-    /// The request rules about `req`'s host and port for its sandbox.
-    fn request_rules<'a>(&'a self, req: &Request<'_>) -> impl Iterator<Item = (&'a Arc<RuleEntry>, &'a RequestTarget)> {
+    /// The request rules about `req`'s host and port for its sandbox (none,
+    /// without allocating, when the policy has no request rules).
+    fn request_rules(&self, req: &Request<'_>) -> Vec<(&Arc<RuleEntry>, &RequestTarget)> {
+        if self.requests.is_empty() {
+            return Vec::new();
+        }
         let mut buf = [0u8; MAX_NAME_LEN];
         let name = match parse_target(req.host, &mut buf) {
-            Some(Target::Name(name)) => Some(name.to_string()),
+            Some(Target::Name(name)) => Some(name),
             _ => None,
         };
-        let (sandbox, port) = (req.sandbox.to_string(), req.port);
-        self.requests.iter().filter_map(move |entry| match &entry.rule.resource {
-            Resource::Request(t) if entry.rule.applies_to(&sandbox) => {
-                let covered = match &name {
-                    Some(name) => t.covers_host(name, port),
-                    None => t.host == HostPattern::Everything,
-                };
-                covered.then_some((entry, t))
-            }
+        let about = |t: &RequestTarget| match name {
+            Some(name) => t.covers_host(name, req.port),
+            None => t.host == HostPattern::Everything,
+        };
+        let rules = self.requests.iter().filter_map(|entry| match &entry.rule.resource {
+            Resource::Request(t) if entry.rule.applies_to(req.sandbox) && about(t) => Some((entry, t)),
             _ => None,
-        })
+        });
+        rules.collect()
     }
 
     /// True if a request rule is about `req`'s host: the proxy must read its
     /// requests (terminate its TLS) for the rule to apply.
     pub fn reads_requests(&self, req: &Request<'_>) -> bool {
-        !self.requests.is_empty() && self.request_rules(req).next().is_some()
+        !self.request_rules(req).is_empty()
     }
 
     /// Decides one HTTP request to `req`'s host (which [`decide`](Self::decide)
@@ -116,10 +118,7 @@ impl CompiledPolicy {
     /// host, one of them must match. `target` is the request target as sent
     /// (origin form); a path that can be read two ways is denied.
     pub fn decide_request(&self, req: &Request<'_>, method: &str, target: &str) -> Option<Decision> {
-        if self.requests.is_empty() {
-            return None;
-        }
-        let rules: Vec<_> = self.request_rules(req).collect();
+        let rules = self.request_rules(req);
         if rules.is_empty() {
             return None;
         }

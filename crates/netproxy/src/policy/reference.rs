@@ -19,19 +19,10 @@ pub struct LinearPolicy {
     rules: Vec<Arc<RuleEntry>>,
 }
 
-/// True if a rule's host pattern covers `name`.
+/// True if a rule's host pattern covers `name`: the plain, list-walking
+/// match ([`HostPattern::matches`]) the compiled index must agree with.
 pub fn pattern_matches(pattern: &HostPattern, name: &str) -> bool {
-    let under = |suffix: &str| {
-        name.len() > suffix.len() + 1
-            && name.ends_with(suffix)
-            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
-    };
-    match pattern {
-        HostPattern::Exact(n) => **n == *name,
-        HostPattern::OneLabel(s) => under(s) && !name[..name.len() - s.len() - 1].contains('.'),
-        HostPattern::AnyDepth(s) => under(s),
-        HostPattern::Everything => true,
-    }
+    pattern.matches(name)
 }
 
 /// True if a rule's resource covers address `ip` (IP/CIDR, `localhost`, `**`).

@@ -449,7 +449,7 @@ async fn relay(
         Err(BodyError::Write(e)) => return Err(Failure::Upstream(format!("sending the request failed: {e}"))),
     }
 
-    let response = loop {
+    let mut response = loop {
         let head = match head::read(&mut up.conn, Kind::Response, limits.max_head, limits.response_timeout).await {
             Ok(Some(head)) => head,
             Ok(None) => return Err(Failure::Upstream("the upstream closed without a response".to_string())),
@@ -460,7 +460,7 @@ async fn relay(
         };
         match head.status {
             101 if websocket && head.tokens("upgrade") == ["websocket"] => {
-                return splice_websocket(client, &head, up, scrub, limits.tunnel_idle_timeout).await;
+                return splice_websocket(client, head, up, scrub, limits.tunnel_idle_timeout).await;
             }
             101 => {
                 return Err(Failure::Upstream(
@@ -488,7 +488,6 @@ async fn relay(
         // HEAD and 304 responses describe the body they would have had.
         headers.extend(response.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")).cloned());
     }
-    let mut response = response;
     if let Some(s) = scrub.as_deref_mut() {
         if framing != Framing::Empty {
             if let Some(coding) = unreadable_coding(&response) {
@@ -528,9 +527,7 @@ fn unreadable_coding(response: &head::Head) -> Option<String> {
 /// Takes the secrets out of a response's reason phrase and headers.
 fn scrub_head(scrub: &mut Scrubber, response: &mut head::Head, headers: &mut [(String, Vec<u8>)]) {
     if scrub.contains_secret(response.reason.as_bytes()) {
-        let mut reason = std::mem::take(&mut response.reason).into_bytes();
-        scrub.in_place(&mut reason);
-        response.reason = String::from_utf8_lossy(&reason).into_owned();
+        response.reason = String::from_utf8_lossy(&scrub.whole(response.reason.as_bytes())).into_owned();
     }
     for (_, value) in headers.iter_mut() {
         scrub.in_place(value);
@@ -552,12 +549,11 @@ fn wants_websocket(req: &head::Request) -> bool {
 /// frames after it are the peers' own. Idle for `idle`, it is cut.
 async fn splice_websocket(
     client: &mut Conn,
-    response: &head::Head,
+    mut response: head::Head,
     up: &mut Upstream,
     mut scrub: Option<&mut Scrubber>,
     idle: Duration,
 ) -> Result<Done, Failure> {
-    let mut response = response.clone();
     let mut headers = head::end_to_end(&response, false);
     if let Some(s) = scrub.as_deref_mut() {
         if !response.tokens("sec-websocket-extensions").is_empty() {
